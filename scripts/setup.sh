@@ -13,7 +13,7 @@ ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 STAMP_DIR="$VENV/.agency-os"
-APT_PACKAGES=(docker.io debootstrap redis-server postgresql rsync)
+APT_PACKAGES=(docker.io debootstrap redis-server postgresql rsync cloud-init)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
