@@ -210,9 +210,7 @@ def _parse_flow(index: int, raw: Any, tiers: dict[str, Tier], source: str) -> Fl
         hint = ""
         if isinstance(name, str) and "*" in name:
             hint = " a wildcard must be the whole last segment, as in 'webhook_handlers/*';"
-        raise CatalogError(
-            f"{where}: malformed name {name!r}:{hint} names are lower-case words separated by '/'"
-        )
+        raise CatalogError(f"{where}: malformed name {name!r}:{hint} names are lower-case words separated by '/'")
 
     tier_name = data["tier"]
     if tier_name not in tiers:
@@ -232,9 +230,7 @@ def _parse_flow(index: int, raw: Any, tiers: dict[str, Tier], source: str) -> Fl
     entrypoint = data.get("entrypoint")
     if entrypoint is not None:
         if not isinstance(entrypoint, str) or not _ENTRYPOINT.match(entrypoint):
-            raise CatalogError(
-                f"{where}: entrypoint must look like 'flows/file.py:function', got {entrypoint!r}"
-            )
+            raise CatalogError(f"{where}: entrypoint must look like 'flows/file.py:function', got {entrypoint!r}")
         if name.endswith("/*"):
             raise CatalogError(f"{where}: a family of flows ('/*') cannot have one entrypoint")
     for key in ("schedule", "canary_parameters"):
@@ -289,9 +285,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
     raw_tiers = _require_mapping(root.get("tiers"), f"{source}: tiers")
     for name in raw_tiers:
         if name not in KNOWN_TIERS:
-            raise CatalogError(
-                f"{source}: unknown tier {name!r} defined (known tiers: {', '.join(KNOWN_TIERS)})"
-            )
+            raise CatalogError(f"{source}: unknown tier {name!r} defined (known tiers: {', '.join(KNOWN_TIERS)})")
     for name in KNOWN_TIERS:
         if name not in raw_tiers:
             raise CatalogError(f"{source}: tier {name!r} is not defined")

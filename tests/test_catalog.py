@@ -188,9 +188,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path):
 
 
 def test_cli_validates_and_reports(tmp_path: Path, raw):
-    out = subprocess.run(
-        [sys.executable, "-m", "flows.catalog", "--json"], check=False, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-m", "flows.catalog", "--json"], check=False, capture_output=True, text=True)
     assert out.returncode == 0
     data = json.loads(out.stdout)
     assert data["spot_pool"] == "bulk-processing"

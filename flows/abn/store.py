@@ -1,0 +1,258 @@
+"""Tables `abn_entity` and `abn_reject`, and the batch writers for PostgreSQL and SQLite.
+
+A batch is written inside the caller's transaction (the one that also holds the job's
+checkpoint), so a batch and the progress that covers it commit together or not at all.
+
+Upsert rule: a record replaces the stored row only when its `record_last_updated` is newer;
+an older or equal one leaves the row alone. Ingesting the same file twice therefore changes
+nothing, and a stale extract never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Engine
+
+from flows.abn.parse import COLUMNS, Record
+
+metadata = MetaData()
+abn_entity = Table(
+    "abn_entity",
+    metadata,
+    Column("abn", String(11), primary_key=True),
+    Column("abn_status", String(3), nullable=False),
+    Column("abn_status_from", Date),
+    Column("entity_type_code", String(4), nullable=False),
+    Column("entity_type_text", Text),
+    Column("entity_name", Text, nullable=False),
+    Column("given_names", Text),
+    Column("family_name", Text),
+    Column("state", String(3)),
+    Column("postcode", String(4)),
+    Column("gst_status", String(3)),
+    Column("gst_status_from", Date),
+    Column("asic_number", Text),
+    Column("dgr_status_from", Date),
+    Column("other_names", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("record_last_updated", Date, nullable=False),
+    Column("replaced", Boolean, nullable=False),
+    Column("source_file", Text, nullable=False),
+)
+abn_reject = Table(
+    "abn_reject",
+    metadata,
+    Column("source_file", Text, primary_key=True),
+    Column("record_index", BigInteger, primary_key=True),
+    Column("abn", Text),
+    Column("reason", Text, nullable=False),
+)
+
+_DATA_COLUMNS = len(COLUMNS) - 1  # all but source_file
+_STR_FIELDS = _DATA_COLUMNS - 1  # all but the boolean `replaced`
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+@dataclass
+class Batch:
+    """Records [first, end) of one file: the valid rows in the writer's format, and the rejects."""
+
+    first: int
+    end: int
+    valid: int = 0  # valid records written (after dropping superseded duplicates)
+    superseded: int = 0  # older duplicates of an ABN within the batch (counted as unchanged)
+    copy_data: bytes = b""  # PostgreSQL COPY text format
+    rows: list[tuple] = field(default_factory=list)  # SQLite parameter tuples
+    rejects: list[tuple[str, int, str | None, str]] = field(default_factory=list)  # source, index, abn, reason
+
+    @property
+    def records(self) -> int:
+        return self.end - self.first
+
+
+@dataclass
+class Counts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.rejected += other.rejected
+
+
+def create_tables(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+# -- formatting (runs in the parser process) ----------------------------------------------------
+
+
+def _copy_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_lines(records: list[Record], source_file: str) -> bytes:
+    """Records as PostgreSQL COPY text (tab separated, \\N for NULL, one line per record)."""
+    suffix_t, suffix_f = f"\tt\t{source_file}", f"\tf\t{source_file}"
+    lines = [
+        "\t".join(["\\N" if v is None else v for v in rec[:_STR_FIELDS]]) + (suffix_t if rec[_STR_FIELDS] else suffix_f)
+        for rec in records
+    ]
+    text = "\n".join(lines)
+    # Cheap whole-batch check: every backslash is one of our \N markers, every tab a separator,
+    # and no newline/CR hides in a value. Otherwise escape field by field (rare: odd names).
+    nulls = sum(rec[:_STR_FIELDS].count(None) for rec in records)
+    separators = _DATA_COLUMNS * len(records)
+    clean = (
+        text.count("\\") == nulls
+        and text.count("\t") == separators
+        and text.count("\n") == max(len(records) - 1, 0)
+        and "\r" not in text
+        and not _COPY_SPECIAL.search(source_file)
+    )
+    if not clean:
+        lines = [
+            "\t".join(
+                ["\\N" if v is None else _copy_escape(v) for v in rec[:_STR_FIELDS]]
+                + ["t" if rec[_STR_FIELDS] else "f", _copy_escape(source_file)]
+            )
+            for rec in records
+        ]
+        text = "\n".join(lines)
+    return (text + "\n").encode() if records else b""
+
+
+def copy_from_fields(fields_list: list[tuple], source_file: str) -> bytes:
+    """COPY text from fast-path field tuples (bytes values, None for NULL)."""
+    suffix = b"\t" + source_file.encode()
+    lines = [b"\t".join([b"\\N" if v is None else v for v in f]) + suffix for f in fields_list]
+    data = b"\n".join(lines)
+    nulls = sum(f.count(None) for f in fields_list)
+    clean = (
+        data.count(b"\\") == nulls
+        and data.count(b"\t") == _DATA_COLUMNS * len(fields_list)
+        and data.count(b"\n") == max(len(fields_list) - 1, 0)
+        and b"\r" not in data
+        and not _COPY_SPECIAL.search(source_file)
+    )
+    if not clean:
+        esc = source_file.encode()
+        esc = esc.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        lines = [
+            b"\t".join(
+                [
+                    b"\\N"
+                    if v is None
+                    else v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+                    for v in f
+                ]
+                + [esc]
+            )
+            for f in fields_list
+        ]
+        data = b"\n".join(lines)
+    return data + b"\n" if fields_list else b""
+
+
+def sqlite_rows(records: list[Record], source_file: str) -> list[tuple]:
+    return [(*rec[:_DATA_COLUMNS], source_file) for rec in records]
+
+
+# -- writers (run in the process that owns the transaction) -------------------------------------
+
+_UPDATE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "abn")
+_COLS = ", ".join(COLUMNS)
+
+
+class PostgresWriter:
+    """COPY into a session temp table, then one upsert that returns what it inserted/updated."""
+
+    format = "copy"
+
+    def write(self, conn: Connection, batch: Batch) -> Counts:
+        counts = Counts(rejected=len(batch.rejects), unchanged=batch.superseded)
+        raw = conn.connection.driver_connection  # the psycopg connection, same transaction
+        with raw.cursor() as cur:
+            if batch.valid:
+                cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS abn_stage (LIKE abn_entity INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS"
+                )
+                with cur.copy(f"COPY abn_stage ({_COLS}) FROM STDIN") as copy:
+                    copy.write(batch.copy_data)
+                cur.execute(
+                    f"INSERT INTO abn_entity ({_COLS}) SELECT {_COLS} FROM abn_stage "
+                    f"ON CONFLICT (abn) DO UPDATE SET {_UPDATE_SET} "
+                    "WHERE abn_entity.record_last_updated < EXCLUDED.record_last_updated "
+                    "RETURNING (xmax = 0)"
+                )
+                flags = [r[0] for r in cur.fetchall()]
+                counts.inserted = sum(flags)
+                counts.updated = len(flags) - counts.inserted
+                counts.unchanged += batch.valid - len(flags)
+            if batch.rejects:
+                cur.executemany(
+                    "INSERT INTO abn_reject (source_file, record_index, abn, reason) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    batch.rejects,
+                )
+        return counts
+
+
+class SqliteWriter:
+    """Stage rows in a temp table, then UPDATE the newer ones and INSERT the new ones."""
+
+    format = "rows"
+
+    def write(self, conn: Connection, batch: Batch) -> Counts:
+        counts = Counts(rejected=len(batch.rejects), unchanged=batch.superseded)
+        raw = conn.connection.driver_connection
+        cur = raw.cursor()
+        try:
+            if batch.valid:
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS abn_stage AS SELECT {_COLS} FROM abn_entity WHERE 0")
+                cur.execute("DELETE FROM abn_stage")
+                cur.executemany(f"INSERT INTO abn_stage ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})", batch.rows)
+                cur.execute(
+                    f"UPDATE abn_entity SET ({', '.join(c for c in COLUMNS if c != 'abn')}) = "
+                    f"(SELECT {', '.join(f's.{c}' for c in COLUMNS if c != 'abn')} FROM abn_stage s "
+                    "WHERE s.abn = abn_entity.abn) "
+                    "WHERE abn IN (SELECT s.abn FROM abn_stage s JOIN abn_entity e ON e.abn = s.abn "
+                    "WHERE s.record_last_updated > e.record_last_updated)"
+                )
+                counts.updated = cur.rowcount
+                cur.execute(
+                    f"INSERT INTO abn_entity ({_COLS}) SELECT {_COLS} FROM abn_stage "
+                    "WHERE abn NOT IN (SELECT abn FROM abn_entity)"
+                )
+                counts.inserted = cur.rowcount
+                counts.unchanged += batch.valid - counts.inserted - counts.updated
+            if batch.rejects:
+                cur.executemany(
+                    "INSERT OR IGNORE INTO abn_reject (source_file, record_index, abn, reason) VALUES (?, ?, ?, ?)",
+                    batch.rejects,
+                )
+        finally:
+            cur.close()
+        return counts
+
+
+def writer_for(engine: Engine) -> PostgresWriter | SqliteWriter:
+    return PostgresWriter() if engine.dialect.name == "postgresql" else SqliteWriter()

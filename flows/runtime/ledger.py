@@ -1,0 +1,297 @@
+"""Checkpoint and job ledger on SQLAlchemy 2 (SQLite file by default, PostgreSQL by URL).
+
+A job (or batch) has an id, a status (pending / running / complete / failed), progress, a
+small state (counters) and, once complete, a result. A completed job is skipped and returns its
+stored result (seed §3.1).
+
+What makes resume exact:
+
+* **Same transaction.** When a job's output lives in the ledger's database, flow code writes a
+  batch and its checkpoint in one transaction (`with ledger.transaction() as conn:` ...
+  `ledger.checkpoint(conn, lease, ...)`). A kill at any instant leaves either both or neither:
+  resume neither loses nor repeats a record.
+* **Fencing.** Every `acquire()` bumps the job's epoch. A checkpoint only lands while the
+  lease's epoch is still current, so a worker that was presumed dead (its job redelivered to
+  another node) and wakes up cannot commit over its successor: its transaction fails with
+  `Fenced` and rolls back, data included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine, make_url
+
+PENDING, RUNNING, COMPLETE, FAILED = "pending", "running", "complete", "failed"
+DEFAULT_URL = "sqlite:///agency-os-ledger.db"
+
+metadata = MetaData()
+job_ledger = Table(
+    "job_ledger",
+    metadata,
+    Column("job_id", String(512), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("owner", String(255)),
+    Column("attempts", Integer, nullable=False),
+    Column("progress", BigInteger, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("result", JSON),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+
+class Fenced(RuntimeError):
+    """The lease is stale: another worker acquired the job since. Nothing was committed."""
+
+
+@dataclass
+class Lease:
+    """A worker's hold on a job, as `Ledger.acquire` returned it."""
+
+    job_id: str
+    kind: str
+    epoch: int
+    owner: str
+    status: str
+    progress: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    attempts: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def default_owner() -> str:
+    """host:pid, the owner recorded on a lease (for audit; fencing uses the epoch)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain postgresql:// URLs (use the psycopg 3 driver this project ships)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str = DEFAULT_URL) -> Engine:
+    """An engine with the settings the ledger relies on.
+
+    SQLite: WAL (readers never block the writer), a busy timeout, and `BEGIN IMMEDIATE` so a
+    transaction takes the write lock up front and two workers never deadlock on upgrade.
+    """
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql://"
+    )
+
+
+class Ledger:
+    """The job ledger. Thread-safe as SQLAlchemy engines are; one per process is enough."""
+
+    def __init__(self, engine: Engine | str = DEFAULT_URL):
+        self.engine = make_engine(engine) if isinstance(engine, str) else engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def setup(self) -> None:
+        """Create the ledger table if it does not exist."""
+        metadata.create_all(self.engine, tables=[job_ledger])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction for a batch of output and its checkpoint (commit on success)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, job_id: str, conn: Connection | None = None) -> Lease | None:
+        """The job's current ledger entry (as a Lease snapshot), or None if unknown."""
+        stmt = select(job_ledger).where(job_ledger.c.job_id == job_id)
+        if conn is not None:
+            row = conn.execute(stmt).mappings().first()
+        else:
+            with self.engine.connect() as own:
+                row = own.execute(stmt).mappings().first()
+        return None if row is None else self._lease(row)
+
+    def jobs(self, prefix: str = "") -> list[Lease]:
+        stmt = select(job_ledger).where(job_ledger.c.job_id.startswith(prefix)).order_by(job_ledger.c.job_id)
+        with self.engine.connect() as conn:
+            return [self._lease(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _lease(row: Any) -> Lease:
+        return Lease(
+            job_id=row["job_id"],
+            kind=row["kind"],
+            epoch=row["epoch"],
+            owner=row["owner"] or "",
+            status=row["status"],
+            progress=row["progress"],
+            state=dict(row["state"] or {}),
+            result=row["result"],
+            attempts=row["attempts"],
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def acquire(self, job_id: str, kind: str, owner: str | None = None) -> Lease:
+        """Take the job: a complete job comes back as is (skip it, use `.result`); otherwise the
+        epoch is bumped, the job is marked running and the lease carries the last checkpoint."""
+        owner = owner or default_owner()
+        with self.engine.begin() as conn:
+            row = self._locked_row(conn, job_id)
+            if row is None:
+                insert_fn = pg_insert if self.dialect == "postgresql" else sqlite_insert
+                conn.execute(
+                    insert_fn(job_ledger)
+                    .values(
+                        job_id=job_id,
+                        kind=kind,
+                        status=PENDING,
+                        epoch=0,
+                        attempts=0,
+                        progress=0,
+                        state={},
+                        created_at=_now(),
+                        updated_at=_now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["job_id"])  # created concurrently: fine
+                )
+                row = self._locked_row(conn, job_id)
+            lease = self._lease(row)
+            if lease.complete:
+                return lease
+            if lease.kind != kind:
+                raise ValueError(f"job {job_id!r} is a {lease.kind!r} job, not {kind!r}")
+            lease.epoch += 1
+            lease.attempts += 1
+            lease.owner = owner
+            lease.status = RUNNING
+            conn.execute(
+                update(job_ledger)
+                .where(job_ledger.c.job_id == job_id)
+                .values(status=RUNNING, epoch=lease.epoch, owner=owner, attempts=lease.attempts, updated_at=_now())
+            )
+            return lease
+
+    def _locked_row(self, conn: Connection, job_id: str) -> Any:
+        stmt = select(job_ledger).where(job_ledger.c.job_id == job_id)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return conn.execute(stmt).mappings().first()
+
+    def _fenced_update(self, conn: Connection, lease: Lease, **values: Any) -> None:
+        result = conn.execute(
+            update(job_ledger)
+            .where(job_ledger.c.job_id == lease.job_id, job_ledger.c.epoch == lease.epoch)
+            .values(updated_at=_now(), **values)
+        )
+        if result.rowcount != 1:
+            raise Fenced(
+                f"job {lease.job_id!r}: lease epoch {lease.epoch} is stale (the job was taken over); "
+                "this transaction is rolled back"
+            )
+
+    def fence(self, conn: Connection, lease: Lease) -> None:
+        """Inside a transaction, before writing output: check the lease is current and lock the
+        job's row (PostgreSQL) so no takeover can interleave with this batch."""
+        self._fenced_update(conn, lease)
+
+    def checkpoint(self, conn: Connection, lease: Lease, progress: int, state: dict[str, Any] | None = None) -> None:
+        """Record progress in `conn`'s transaction (the one holding the output it covers)."""
+        values: dict[str, Any] = {"progress": progress}
+        if state is not None:
+            values["state"] = state
+        self._fenced_update(conn, lease, **values)
+        lease.progress = progress
+        if state is not None:
+            lease.state = state
+
+    def complete(self, lease: Lease, result: Any, conn: Connection | None = None) -> None:
+        """Mark the job complete with its result (in `conn`'s transaction when given)."""
+        values = {"status": COMPLETE, "result": result, "error": None, "completed_at": _now()}
+        if conn is not None:
+            self._fenced_update(conn, lease, **values)
+        else:
+            with self.engine.begin() as own:
+                self._fenced_update(own, lease, **values)
+        lease.status, lease.result = COMPLETE, result
+
+    def release(self, lease: Lease) -> bool:
+        """Give the job back (drain): pending again, progress kept. False if already taken over."""
+        try:
+            with self.engine.begin() as conn:
+                self._fenced_update(conn, lease, status=PENDING, owner=None)
+        except Fenced:
+            return False
+        lease.status = PENDING
+        return True
+
+    def fail(self, lease: Lease, error: str) -> bool:
+        """Record a failed attempt (progress kept, so a retry resumes). False if taken over."""
+        try:
+            with self.engine.begin() as conn:
+                self._fenced_update(conn, lease, status=FAILED, error=error[:4000], owner=None)
+        except Fenced:
+            return False
+        lease.status = FAILED
+        return True

@@ -1,0 +1,319 @@
+"""A reliable job queue on Redis Streams with a consumer group.
+
+Why Streams and not BLMOVE + a processing list: a consumer group already is the processing
+list, kept per consumer by Redis (the pending entries list), and `XAUTOCLAIM` is the reaper:
+an entry whose holder stopped touching it for `visibility_timeout_s` is handed to the next
+consumer atomically, with no Lua and no scan of every worker's list. `BLPOP` (the seed's
+§3.3) removes the job the moment it is read, so a worker SIGKILLed while holding it loses it.
+
+Life of a job:
+
+* `enqueue(job)` adds it once (a job id seen before is not added again, unless `force`);
+* `claim()` returns a `Delivery`: first any entry abandoned by a dead consumer, else a new one;
+  while the holder works, a heartbeat thread resets the entry's idle time (`XCLAIM ... JUSTID`);
+* `ack()` when done; `release()` on drain (back to the queue at once, no attempt counted);
+  `fail(error)` on an exception (back to the queue, or to the dead-letter list after
+  `max_attempts` failures, with the error);
+* a malformed payload goes to the dead-letter list with the reason, and the consumer goes on;
+* a job whose holder keeps dying without making progress (`max_strikes` times: an OOM, a
+  segfault) is dead-lettered too, so it cannot take the pool down forever. Progress, reported
+  with `Delivery.progress(n)`, clears the strikes: preemptions of a job that advances are free.
+
+The job's *effect* must be idempotent (the ledger's checkpoint in the output's transaction):
+a job can be delivered more than once, it just never counts twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+log = logging.getLogger("agency_os.queue")
+
+DEFAULT_STREAM = "bulk:jobs"
+DEFAULT_GROUP = "bulk-workers"
+
+_ENQUEUE = """
+-- KEYS[1] stream, KEYS[2] index hash; ARGV[1] job id, ARGV[2] payload, ARGV[3] force
+if ARGV[3] ~= '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return false
+end
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], entry)
+return entry
+"""
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Delivery:
+    """A job handed to this consumer. Finish it with ack(), release() or fail()."""
+
+    queue: ReliableQueue
+    entry_id: str
+    job: dict[str, Any]
+    reclaimed: bool = False
+    _done: bool = False
+    _lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job["id"])
+
+    @property
+    def lost(self) -> bool:
+        """True when another consumer took the entry over (this holder was presumed dead)."""
+        return self._lost
+
+    def heartbeat(self) -> bool:
+        """Reset the entry's idle time; False if it is no longer ours."""
+        if self._lost:
+            return False
+        claimed = self.queue.redis.xclaim(
+            self.queue.stream, self.queue.group, self.queue.consumer, 0, [self.entry_id], justid=True
+        )
+        if not claimed:
+            self._lost = True
+            log.warning("job %s: entry %s was taken over by another consumer", self.job_id, self.entry_id)
+        return not self._lost
+
+    def progress(self, value: int) -> None:
+        """Report progress (clears crash strikes: a job that advances is not poison)."""
+        self.queue.redis.hset(self.queue.meta_key(self.job_id), "progress", value)
+
+    def __enter__(self) -> Delivery:
+        """Keep the entry alive with a heartbeat thread while the job runs."""
+        interval = max(self.queue.visibility_timeout_s / 3, 0.5)
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    if not self.heartbeat():
+                        return
+                except redis.RedisError as exc:  # a blip: the next beat retries
+                    log.warning("heartbeat for job %s failed: %s", self.job_id, exc)
+
+        self._thread = threading.Thread(target=beat, name=f"heartbeat-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _finish(self) -> None:
+        if self._done:
+            raise RuntimeError(f"delivery of job {self.job_id} already finished")
+        self._done = True
+        self._stop.set()
+
+    def ack(self) -> None:
+        """The job is done: remove it from the stream."""
+        self._finish()
+        q = self.queue
+        with q.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(q.stream, q.group, self.entry_id)
+            pipe.xdel(q.stream, self.entry_id)
+            pipe.hset(q.index_key, self.job_id, "done")
+            pipe.delete(q.meta_key(self.job_id))
+            pipe.execute()
+
+    def release(self) -> None:
+        """Drain: put the job back at once for another consumer; no attempt is counted."""
+        self._finish()
+        self.queue._requeue(self)
+
+    def fail(self, error: str) -> bool:
+        """A failed attempt: requeue, or dead-letter after max_attempts. True if dead-lettered."""
+        self._finish()
+        q = self.queue
+        failures = q.redis.hincrby(q.meta_key(self.job_id), "failures", 1)
+        if failures >= q.max_attempts:
+            q._dead_letter(self.entry_id, self.job, f"failed {failures} times", error)
+            return True
+        log.warning("job %s failed (attempt %d of %d): %s", self.job_id, failures, q.max_attempts, error)
+        q._requeue(self)
+        return False
+
+
+class ReliableQueue:
+    """A Redis Streams work queue shared by every worker of the bulk pool."""
+
+    def __init__(
+        self,
+        client: redis.Redis | str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        group: str = DEFAULT_GROUP,
+        consumer: str | None = None,
+        visibility_timeout_s: float = 60.0,
+        max_attempts: int = 5,
+        max_strikes: int = 3,
+        dead_letter: str | None = None,
+    ):
+        self.redis = redis.Redis.from_url(client, decode_responses=True) if isinstance(client, str) else client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or default_consumer()
+        self.visibility_timeout_s = visibility_timeout_s
+        self.max_attempts = max_attempts
+        self.max_strikes = max_strikes
+        self.dead_letter = dead_letter or f"{stream}:dead"
+        self.index_key = f"{stream}:index"
+        self._enqueue = self.redis.register_script(_ENQUEUE)
+        self._group_ready = False
+
+    def meta_key(self, job_id: str) -> str:
+        return f"{self.stream}:meta:{job_id}"
+
+    def ensure_group(self) -> None:
+        """Create the stream and consumer group if missing (from the start of the stream)."""
+        if self._group_ready:
+            return
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def enqueue(self, job: dict[str, Any], force: bool = False) -> str | None:
+        """Add a job (a JSON object with "id" and "type"). Returns the entry id, or None when a
+        job with that id was enqueued before (queued, running or done) and `force` is false."""
+        if not isinstance(job, dict) or not job.get("id") or not job.get("type"):
+            raise ValueError(f"a job is a JSON object with non-empty 'id' and 'type', got {job!r}")
+        self.ensure_group()
+        payload = json.dumps(job, sort_keys=True)
+        return self._enqueue(keys=[self.stream, self.index_key], args=[str(job["id"]), payload, "1" if force else "0"])
+
+    def _requeue(self, delivery: Delivery) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, {"job": json.dumps(delivery.job, sort_keys=True)})
+            pipe.xack(self.stream, self.group, delivery.entry_id)
+            pipe.xdel(self.stream, delivery.entry_id)
+            new_id = pipe.execute()[0]
+        self.redis.hset(self.index_key, delivery.job_id, new_id)
+
+    def _dead_letter(self, entry_id: str, job: Any, reason: str, error: str | None = None) -> None:
+        record = {
+            "entry_id": entry_id,
+            "job": job,
+            "reason": reason,
+            "error": error,
+            "consumer": self.consumer,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        job_id = job.get("id") if isinstance(job, dict) else None
+        log.error("dead-lettering entry %s (%s): %s", entry_id, reason, error or "")
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.dead_letter, json.dumps(record, default=str))
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            if job_id:
+                pipe.hset(self.index_key, str(job_id), "dead")
+                pipe.delete(self.meta_key(str(job_id)))
+            pipe.execute()
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def claim(self, block_s: float = 5.0) -> Delivery | None:
+        """The next job for this consumer: an abandoned one first, else a new one (waiting up to
+        `block_s`). Malformed and poison entries are dead-lettered on the way."""
+        self.ensure_group()
+        deadline = time.monotonic() + block_s
+        while True:
+            delivery = self._reclaim_abandoned()
+            if delivery is not None:
+                return delivery
+            remaining = deadline - time.monotonic()
+            block_ms = int(min(max(remaining, 0), self.visibility_timeout_s / 2) * 1000)
+            entries = self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=1, block=block_ms or None
+            )
+            if entries:
+                entry_id, fields = entries[0][1][0]
+                delivery = self._delivery(entry_id, fields, reclaimed=False)
+                if delivery is not None:
+                    return delivery
+                continue
+            if time.monotonic() >= deadline:
+                return None
+
+    def _reclaim_abandoned(self) -> Delivery | None:
+        min_idle_ms = int(self.visibility_timeout_s * 1000)
+        while True:
+            _next, claimed, _deleted = self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_ms, start_id="0-0", count=1
+            )
+            if not claimed:
+                return None
+            entry_id, fields = claimed[0]
+            if fields is None:  # deleted while pending
+                self.redis.xack(self.stream, self.group, entry_id)
+                continue
+            delivery = self._delivery(entry_id, fields, reclaimed=True)
+            if delivery is not None:
+                return delivery
+
+    def _delivery(self, entry_id: str, fields: dict[str, str], reclaimed: bool) -> Delivery | None:
+        raw = fields.get("job")
+        try:
+            job = json.loads(raw) if raw is not None else None
+        except (TypeError, ValueError) as exc:
+            self._dead_letter(entry_id, raw, "malformed payload: not JSON", str(exc))
+            return None
+        if not isinstance(job, dict) or not job.get("id") or not job.get("type"):
+            self._dead_letter(
+                entry_id,
+                job if job is not None else fields,
+                "malformed payload: need an object with 'id' and 'type'",
+            )
+            return None
+        meta_key = self.meta_key(str(job["id"]))
+        if reclaimed:
+            meta = self.redis.hgetall(meta_key)
+            advanced = meta.get("progress", "0") != meta.get("claimed_progress", "0")
+            strikes = 0 if advanced else int(meta.get("strikes", "0")) + 1
+            if strikes >= self.max_strikes:
+                self._dead_letter(entry_id, job, f"its holder died {strikes} times without progress (poison job?)")
+                return None
+            self.redis.hset(meta_key, mapping={"strikes": strikes})
+            log.warning(
+                "job %s: reclaimed entry %s from a consumer that stopped (strikes %d)",
+                job["id"],
+                entry_id,
+                strikes,
+            )
+        self.redis.hset(meta_key, "claimed_progress", self.redis.hget(meta_key, "progress") or "0")
+        return Delivery(self, entry_id, job, reclaimed=reclaimed)
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(self.dead_letter, 0, -1)]
+
+    def status(self, job_id: str) -> str | None:
+        """The index entry for a job: its stream entry id while queued, "done", "dead", or None."""
+        return self.redis.hget(self.index_key, job_id)
+
+    def depth(self) -> dict[str, int]:
+        """Entries in the stream and how many are held by consumers right now."""
+        self.ensure_group()
+        pending = self.redis.xpending(self.stream, self.group)
+        return {"entries": self.redis.xlen(self.stream), "pending": int(pending["pending"])}
