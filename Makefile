@@ -38,3 +38,6 @@ lock:             ## regenerate constraints.txt from the current .venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build
+
+bench: setup      ## ingest-rate and preemption benchmark of abn_bulk_ingestion (prints JSON)
+	python benchmarks/abn_ingest.py

@@ -1,5 +1,11 @@
 """`abn_bulk_ingestion`: load the ABN Bulk Extract into `abn_entity`, spot-safe.
 
+As a Prefect flow (deployment from the catalog, pool `bulk-processing`): plan one job per XML
+file, then either ingest them in this run (no Redis) or put them on the `bulk:jobs` queue, start
+`helpers` extra `bulk_worker` runs so several nodes split the files, and consume jobs itself
+until every file is complete. Every file commits its checkpoint with its rows, so a preempted
+run (rescheduled) or a dead node (its job reclaimed) resumes where the ledger says.
+
 Command line (the same code path, without orchestration)::
 
     python -m flows.abn_bulk_ingestion SOURCE... --database-url URL [--checkpoint-every N]
@@ -21,10 +27,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+
 from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
 from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, plan
 from flows.abn.store import create_tables
+from flows.bulk_worker import (
+    consume,
+    database_url_from_env,
+    make_context,
+    make_queue,
+    redis_url_from_env,
+    visibility_timeout_from_env,
+)
+from flows.catalog import flow_options
 from flows.runtime.ledger import Ledger
+from flows.runtime.queue import ReliableQueue
 from flows.runtime.termination import termination
 
 SUMMARY_KEYS = ("records", "inserted", "updated", "unchanged", "rejected")
@@ -58,6 +77,103 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
+
+
+# -- the Prefect flow --------------------------------------------------------------------------------
+
+
+@task(retries=2, retry_delay_seconds=15)
+def plan_files(sources: list[str] | None) -> list[dict[str, Any]]:
+    """One job per XML file of the sources (HEAD requests / downloads: retried on I/O errors)."""
+    return [job.to_job() for job in plan(sources or list(DEFAULT_SOURCES))]
+
+
+@task
+def ingest_one(job: dict[str, Any], database_url: str, checkpoint_every: int) -> dict[str, Any]:
+    """Ingest one file in this run (no queue): resumes from its checkpoint."""
+    return ingest_file(FileJob.from_job(job), open_database(database_url), checkpoint_every=checkpoint_every)
+
+
+@task
+def enqueue_files(jobs: list[dict[str, Any]], redis_url: str) -> int:
+    """Put each file on `bulk:jobs` once (a rescheduled run enqueues nothing twice)."""
+    queue = ReliableQueue(redis_url)
+    return sum(queue.enqueue(job) is not None for job in jobs)
+
+
+@task
+def launch_helpers(count: int, parameters: dict[str, Any]) -> list[str]:
+    """Start `count` bulk_worker runs in the bulk pool (idempotent per parent run)."""
+    from prefect.deployments import run_deployment  # noqa: PLC0415
+
+    parent = flow_run.get_id() or "local"
+    runs = [
+        run_deployment(
+            "bulk_worker/bulk_worker",
+            parameters=parameters,
+            timeout=0,
+            idempotency_key=f"{parent}-helper-{i}",
+            as_subflow=False,
+        )
+        for i in range(count)
+    ]
+    return [str(run.id) for run in runs]
+
+
+@flow(**flow_options("abn_bulk_ingestion"))
+def abn_bulk_ingestion(  # noqa: PLR0917  flow parameters are positional-or-keyword by Prefect's design
+    sources: list[str] | None = None,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    helpers: int = 0,
+    visibility_timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Ingest the ABN Bulk Extract (default: the data.gov.au resources) into `abn_entity`."""
+    term = termination.install()
+    logger = get_run_logger()
+    database_url = database_url or database_url_from_env()
+    redis_url = redis_url or redis_url_from_env()
+    with term.guard():
+        jobs = plan_files(sources)
+        logger.info("%d files to ingest", len(jobs))
+        if redis_url:
+            enqueue_files(jobs, redis_url)
+            if helpers > 0:
+                launch_helpers(
+                    helpers,
+                    {"redis_url": redis_url, "database_url": database_url, "checkpoint_every": checkpoint_every},
+                )
+            ctx = make_context(database_url, redis_url, checkpoint_every)
+            queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
+            ids = [job["id"] for job in jobs]
+
+            def settled() -> bool:
+                return all(
+                    ((lease := ctx.ledger.get(job_id)) is not None and lease.complete) or queue.status(job_id) == "dead"
+                    for job_id in ids
+                )
+
+            consume(queue, ctx, stop_when=settled, idle_timeout_s=None)
+            dead = [job_id for job_id in ids if queue.status(job_id) == "dead"]
+        else:
+            dead = []
+            for job in jobs:
+                if term.requested:
+                    term.stop()
+                try:
+                    ingest_one(job, database_url, checkpoint_every)
+                except Interrupted:
+                    term.stop()
+        file_jobs = [FileJob.from_job(job) for job in jobs]
+        summary = summarize(open_database(database_url), file_jobs)
+    logger.info("abn_bulk_ingestion: %s", summary)
+    if dead:
+        raise RuntimeError(f"{len(dead)} file(s) were dead-lettered (see bulk:jobs:dead): {', '.join(dead)}")
+    return summary
+
+
+# -- the command line -------------------------------------------------------------------------------
 
 
 def run_cli(argv: list[str] | None = None) -> int:

@@ -112,8 +112,11 @@ class FlowSpec:
         return flow_name == self.name
 
     def flow_options(self) -> dict[str, Any]:
-        """Keyword arguments for `prefect.flow(...)` that the catalog decides."""
-        options: dict[str, Any] = {"name": self.name, "tags": list(self.tags), "description": self.reason}
+        """Keyword arguments for `prefect.flow(...)` that the catalog decides.
+
+        Tags are not among them: Prefect 3's `@flow` takes none (the seed's `tags=` would fail).
+        A run gets the catalog's tags from its deployment (roles/prefect_deployments)."""
+        options: dict[str, Any] = {"name": self.name, "description": self.reason}
         if self.retries:
             options["retries"] = self.retries
             options["retry_delay_seconds"] = self.retry_delay_seconds

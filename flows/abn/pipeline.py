@@ -290,6 +290,7 @@ def ingest_file(
             if after_commit is not None:
                 after_commit(job, batch)
             if term.requested:
+                ledger.release(lease)  # pending again, progress kept: the next holder resumes here
                 raise Interrupted(job.id, batch.end)
     result = {
         "job_id": job.id,

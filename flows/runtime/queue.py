@@ -52,6 +52,19 @@ return entry
 """
 
 
+_HEARTBEAT = """
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer.
+-- Reset the entry's idle time only while this consumer still holds it: a plain XCLAIM would
+-- take the entry back from the consumer that reclaimed it from us.
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
+
 def default_consumer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -82,10 +95,8 @@ class Delivery:
         """Reset the entry's idle time; False if it is no longer ours."""
         if self._lost:
             return False
-        claimed = self.queue.redis.xclaim(
-            self.queue.stream, self.queue.group, self.queue.consumer, 0, [self.entry_id], justid=True
-        )
-        if not claimed:
+        q = self.queue
+        if not q._heartbeat(keys=[q.stream], args=[q.group, self.entry_id, q.consumer]):
             self._lost = True
             log.warning("job %s: entry %s was taken over by another consumer", self.job_id, self.entry_id)
         return not self._lost
@@ -115,15 +126,19 @@ class Delivery:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _finish(self) -> None:
+    def _finish(self) -> bool:
+        """Mark the delivery finished; False when the entry is no longer ours (then the new
+        holder decides its fate and this one must not ack, requeue or dead-letter it)."""
         if self._done:
             raise RuntimeError(f"delivery of job {self.job_id} already finished")
         self._done = True
         self._stop.set()
+        return self.heartbeat()
 
     def ack(self) -> None:
         """The job is done: remove it from the stream."""
-        self._finish()
+        if not self._finish():
+            return
         q = self.queue
         with q.redis.pipeline(transaction=True) as pipe:
             pipe.xack(q.stream, q.group, self.entry_id)
@@ -134,12 +149,23 @@ class Delivery:
 
     def release(self) -> None:
         """Drain: put the job back at once for another consumer; no attempt is counted."""
-        self._finish()
-        self.queue._requeue(self)
+        if self._finish():
+            self.queue._requeue(self)
+
+    def dead_letter(self, reason: str, error: str | None = None) -> None:
+        """Give up on the job at once (e.g. no handler for its type)."""
+        if self._finish():
+            self.queue._dead_letter(self.entry_id, self.job, reason, error)
+
+    def abandon(self) -> None:
+        """Stop holding the entry without touching it: another consumer took it over."""
+        self._done = True
+        self._stop.set()
 
     def fail(self, error: str) -> bool:
         """A failed attempt: requeue, or dead-letter after max_attempts. True if dead-lettered."""
-        self._finish()
+        if not self._finish():
+            return False
         q = self.queue
         failures = q.redis.hincrby(q.meta_key(self.job_id), "failures", 1)
         if failures >= q.max_attempts:
@@ -175,6 +201,7 @@ class ReliableQueue:
         self.dead_letter = dead_letter or f"{stream}:dead"
         self.index_key = f"{stream}:index"
         self._enqueue = self.redis.register_script(_ENQUEUE)
+        self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._group_ready = False
 
     def meta_key(self, job_id: str) -> str:

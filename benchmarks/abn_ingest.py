@@ -1,0 +1,158 @@
+"""Benchmark of abn_bulk_ingestion (run by `make bench`; prints JSON, asserts nothing).
+
+1. Ingest rate of N generated records (default 1M) into SQLite and into PostgreSQL, at
+   checkpoint intervals 100, 1,000 and 10,000 records, with peak RSS per process.
+2. SIGTERM -> checkpoint committed -> process gone: p50/p99 over T trials (default 20).
+3. Records redone after SIGTERM and after SIGKILL (from the progress log the CLI writes just
+   before each commit, against what the ledger committed).
+
+Each line printed is one JSON result; the last line is the whole report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from services import postgres_server  # noqa: E402
+
+from flows.abn_fixture import generate  # noqa: E402
+from flows.runtime.ledger import normalize_url  # noqa: E402
+
+
+def ingest(sources: list[str], url: str, every: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.abn_bulk_ingestion", *sources, "--database-url", url,
+         "--checkpoint-every", str(every), *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+def fresh_pg(admin_url: str, name: str) -> str:
+    engine = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def committed(url: str) -> int:
+    engine = sa.create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT COALESCE(SUM(progress), 0) FROM job_ledger").scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def logged(log: Path) -> int:
+    ends: dict[str, int] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            job, _first, end = line.split()
+            ends[job] = max(ends.get(job, 0), int(end))
+    return sum(ends.values())
+
+
+def rate_runs(sources: list[str], pg_admin: str, work: Path, intervals: list[int]) -> list[dict]:
+    results = []
+    for backend in ("postgresql", "sqlite"):
+        for every in intervals:
+            url = (
+                fresh_pg(pg_admin, f"bench_{every}")
+                if backend == "postgresql"
+                else f"sqlite:///{work / f'bench_{every}.db'}"
+            )
+            proc = ingest(sources, url, every)
+            out, _ = proc.communicate()
+            summary = json.loads(out.strip().splitlines()[-1])
+            result = {
+                "bench": "ingest_rate",
+                "backend": backend,
+                "checkpoint_every": every,
+                "records": summary["records"],
+                "seconds": summary["seconds"],
+                "records_per_s": summary["records_per_s"],
+                "peak_rss_mb": summary["peak_rss_mb"],
+            }
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    return results
+
+
+def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int, how: signal.Signals) -> dict:
+    rng = random.Random(7)
+    latencies, redone = [], []
+    for trial in range(trials):
+        url = fresh_pg(pg_admin, "bench_kill")
+        log = work / f"progress-{how.name}-{trial}.log"
+        proc = ingest([source], url, every, "--progress-log", str(log))
+        deadline = time.monotonic() + 60
+        while committed(url) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))  # a random moment mid-file
+        sent = time.monotonic()
+        proc.send_signal(how)
+        proc.communicate()
+        latencies.append(time.monotonic() - sent)
+        redone.append(logged(log) - committed(url))
+        if how == signal.SIGTERM:
+            assert proc.returncode == 143, proc.returncode
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "bench": f"{how.name.lower()}_trials",
+        "trials": trials,
+        "checkpoint_every": every,
+        "exit_s_p50": round(statistics.median(latencies), 3),
+        "exit_s_p99": round(quantiles[98], 3),
+        "exit_s_max": round(max(latencies), 3),
+        "records_redone_max": max(redone),
+        "records_redone_mean": round(statistics.fmean(redone), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--intervals", default="100,1000,10000")
+    parser.add_argument("--data", type=Path, default=ROOT / "build" / "bench-data")
+    args = parser.parse_args()
+    data = args.data / f"{args.records}-{args.files}"
+    manifest_path = data / "manifest.json"
+    if not manifest_path.exists():
+        generate(args.records, 2026, data, files=args.files, bad_every=1000)
+    manifest = json.loads(manifest_path.read_text())
+    sources = [str(data / name) for name in manifest["sources"]]
+    report: dict = {"records": manifest["records"], "valid": manifest["valid"], "files": len(sources)}
+    with postgres_server() as pg_admin, tempfile.TemporaryDirectory(prefix="abn-bench-") as tmp:
+        work = Path(tmp)
+        report["ingest"] = rate_runs(sources, pg_admin, work, [int(x) for x in args.intervals.split(",")])
+        for how in (signal.SIGTERM, signal.SIGKILL):
+            result = kill_trials(sources[0], pg_admin, work, args.trials, 10_000, how)
+            print(json.dumps(result), flush=True)
+            report[result["bench"]] = result
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

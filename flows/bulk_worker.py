@@ -1,0 +1,216 @@
+"""`bulk_worker`: the generic consumer of the `bulk:jobs` queue (seed §3.3), made spot-safe.
+
+Every bulk flow that splits its work enqueues jobs (one per ABN file, ...) on the Redis stream
+`bulk:jobs`; `bulk_worker` runs anywhere in the bulk pool, takes jobs one at a time and
+dispatches them by type. A job taken by a node that is then preempted is not lost:
+
+* with a notice, the job's handler commits its checkpoint, the job goes straight back to the
+  queue (`release`, no attempt counted) and the run ends rescheduled;
+* without one (SIGKILL, power loss), the entry's heartbeat stops and another consumer reclaims
+  it after the visibility timeout; the handler resumes from the ledger's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from prefect import flow, get_run_logger
+
+from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
+from flows.abn.sources import JOB_TYPE as ABN_FILE
+from flows.abn.sources import FileJob
+from flows.abn.store import Batch, create_tables
+from flows.catalog import flow_options
+from flows.runtime.ledger import Fenced, Ledger
+from flows.runtime.queue import Delivery, ReliableQueue
+from flows.runtime.termination import Termination, termination
+
+log = logging.getLogger("agency_os.bulk_worker")
+ATTEMPTED_KEY = "bulk:metrics:attempted"  # records processed per job, counted before each commit
+
+
+def database_url_from_env() -> str:
+    return os.environ.get("AGENCY_OS_DATABASE_URL", "sqlite:///agency-os-leads.db")
+
+
+def redis_url_from_env() -> str | None:
+    return os.environ.get("AGENCY_OS_REDIS_URL") or None
+
+
+def visibility_timeout_from_env() -> float:
+    return float(os.environ.get("AGENCY_OS_QUEUE_VISIBILITY_S", "60"))
+
+
+@dataclass
+class WorkContext:
+    """What job handlers need: the ledger/database, settings, and the queue's Redis."""
+
+    ledger: Ledger
+    redis: redis.Redis | None = None
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    term: Termination = termination
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def count_attempted(self, job: FileJob, batch: Batch) -> None:
+        """Out-of-band counter of records processed (committed or not): attempted minus committed
+        is the work a preemption made us redo."""
+        if self.redis is not None:
+            self.redis.hincrby(ATTEMPTED_KEY, job.id, batch.records)
+
+
+def handle_abn_file(delivery: Delivery, ctx: WorkContext) -> dict[str, Any]:
+    job = FileJob.from_job(delivery.job)
+    return ingest_file(
+        job,
+        ctx.ledger,
+        checkpoint_every=ctx.checkpoint_every,
+        owner=ctx.owner,
+        term=ctx.term,
+        before_commit=ctx.count_attempted,
+        after_commit=lambda _job, batch: delivery.progress(batch.end),
+    )
+
+
+HANDLERS: dict[str, Callable[[Delivery, WorkContext], Any]] = {ABN_FILE: handle_abn_file}
+
+
+@dataclass
+class ConsumeStats:
+    done: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    taken_over: int = 0
+    reclaimed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def consume(
+    queue: ReliableQueue,
+    ctx: WorkContext,
+    *,
+    stop_when: Callable[[], bool] | None = None,
+    idle_timeout_s: float | None = 30.0,
+    poll_s: float = 2.0,
+) -> ConsumeStats:
+    """Take and run jobs until `stop_when()` is true or no job came for `idle_timeout_s`.
+
+    On termination (SIGTERM, drain): the job in hand commits its checkpoint, goes back to the
+    queue, and `ctx.term.stop()` ends the run (rescheduled under Prefect, exit 143 outside).
+    """
+    stats = ConsumeStats()
+    idle_since = time.monotonic()
+    while True:
+        if ctx.term.requested:
+            ctx.term.stop()
+        if stop_when is not None and stop_when():
+            return stats
+        delivery = queue.claim(block_s=poll_s)
+        if delivery is None:
+            if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                return stats
+            continue
+        stats.reclaimed += delivery.reclaimed
+        handler = HANDLERS.get(str(delivery.job.get("type")))
+        if handler is None:
+            delivery.dead_letter(
+                f"unknown job type {delivery.job.get('type')!r} (known: {', '.join(sorted(HANDLERS))})"
+            )
+            stats.dead_lettered += 1
+            continue
+        with delivery:
+            try:
+                handler(delivery, ctx)
+            except Interrupted:
+                delivery.release()
+                log.warning("job %s released to the queue after its checkpoint; stopping", delivery.job_id)
+                ctx.term.stop()
+            except Fenced:
+                stats.taken_over += 1  # another consumer holds it now; not ours to ack or fail
+                log.warning("job %s was taken over by another consumer", delivery.job_id)
+                delivery.abandon()
+            except Exception as exc:  # a job failure must not stop the consumer
+                log.exception("job %s failed", delivery.job_id)
+                if delivery.fail(f"{type(exc).__name__}: {exc}"):
+                    stats.dead_lettered += 1
+                else:
+                    stats.failed += 1
+            else:
+                delivery.ack()
+                stats.done += 1
+        idle_since = time.monotonic()
+
+
+def make_context(database_url: str, redis_url: str | None, checkpoint_every: int) -> WorkContext:
+    ledger = Ledger(database_url)
+    ledger.setup()
+    create_tables(ledger.engine)
+    client = redis.Redis.from_url(redis_url, decode_responses=True) if redis_url else None
+    return WorkContext(ledger=ledger, redis=client, checkpoint_every=checkpoint_every)
+
+
+def make_queue(ctx: WorkContext, visibility_timeout_s: float) -> ReliableQueue:
+    if ctx.redis is None:
+        raise ValueError("bulk_worker needs a Redis URL (parameter redis_url or AGENCY_OS_REDIS_URL)")
+    return ReliableQueue(ctx.redis, visibility_timeout_s=visibility_timeout_s)
+
+
+@flow(**flow_options("bulk_worker"))
+def bulk_worker(
+    redis_url: str | None = None,
+    database_url: str | None = None,
+    idle_timeout_s: float = 30.0,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    visibility_timeout_s: float | None = None,
+) -> dict[str, int]:
+    """Consume `bulk:jobs` until it has been idle for `idle_timeout_s`."""
+    term = termination.install()
+    logger = get_run_logger()
+    with term.guard():
+        ctx = make_context(database_url or database_url_from_env(), redis_url or redis_url_from_env(), checkpoint_every)
+        queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
+        stats = consume(queue, ctx, idle_timeout_s=idle_timeout_s)
+    logger.info("bulk_worker done: %s", stats.as_dict())
+    return stats.as_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.bulk_worker`: the same consumer loop without orchestration."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m flows.bulk_worker", description=main.__doc__)
+    parser.add_argument("--redis-url", default=redis_url_from_env(), help="default: AGENCY_OS_REDIS_URL")
+    parser.add_argument("--database-url", default=database_url_from_env(), help="default: AGENCY_OS_DATABASE_URL")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, help="stop after this many seconds without a job")
+    parser.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=visibility_timeout_from_env(),
+        help="seconds without a heartbeat before another consumer reclaims a job",
+    )
+    parser.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
+    parser.add_argument("--max-attempts", type=int, default=5, help="failures before a job is dead-lettered")
+    args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("--redis-url (or AGENCY_OS_REDIS_URL) is required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    termination.install()
+    ctx = make_context(args.database_url, args.redis_url, args.checkpoint_every)
+    queue = ReliableQueue(ctx.redis, visibility_timeout_s=args.visibility_timeout, max_attempts=args.max_attempts)
+    stats = consume(queue, ctx, idle_timeout_s=args.idle_timeout)
+    print(json.dumps(stats.as_dict()), file=sys.stdout, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""The reliable queue on a real Redis server, and the bulk_worker consumer loop around it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from flows.abn.sources import plan
+from flows.abn_bulk_ingestion import open_database
+from flows.abn_fixture import generate
+from flows.bulk_worker import ATTEMPTED_KEY
+from flows.runtime.ledger import normalize_url
+from flows.runtime.queue import ReliableQueue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker(redis_url: str, database_url: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.bulk_worker", "--redis-url", redis_url, "--database-url", database_url, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_enqueue_is_idempotent_and_ack_removes_the_job(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c1")
+    assert queue.enqueue({"id": "j1", "type": "abn_file"}) is not None
+    assert queue.enqueue({"id": "j1", "type": "abn_file"}) is None  # already queued
+    delivery = queue.claim(block_s=1)
+    assert delivery.job == {"id": "j1", "type": "abn_file"} and not delivery.reclaimed
+    assert queue.depth() == {"entries": 1, "pending": 1}
+    delivery.ack()
+    assert queue.depth() == {"entries": 0, "pending": 0}
+    assert queue.status("j1") == "done"
+    assert queue.enqueue({"id": "j1", "type": "abn_file"}) is None  # done: not again
+    assert queue.enqueue({"id": "j1", "type": "abn_file"}, force=True) is not None
+    with pytest.raises(ValueError, match="non-empty 'id' and 'type'"):
+        queue.enqueue({"type": "abn_file"})
+
+
+def test_malformed_payloads_go_to_the_dead_letter_list_and_the_consumer_goes_on(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c1")
+    queue.ensure_group()
+    queue.redis.xadd(queue.stream, {"job": "{not json"})
+    queue.redis.xadd(queue.stream, {"job": json.dumps({"type": "abn_file"})})
+    queue.redis.xadd(queue.stream, {"something": "else"})
+    queue.enqueue({"id": "good", "type": "abn_file"})
+    delivery = queue.claim(block_s=1)
+    assert delivery.job_id == "good"
+    dead = queue.dead_letters()
+    reasons = sorted(d["reason"] for d in dead)
+    assert reasons == [
+        "malformed payload: need an object with 'id' and 'type'",
+        "malformed payload: need an object with 'id' and 'type'",
+        "malformed payload: not JSON",
+    ]
+    assert any(d["job"] == "{not json" for d in dead)
+    assert queue.depth()["entries"] == 1  # only the good job is left
+
+
+def test_a_job_held_by_a_dead_consumer_is_delivered_again(redis_url):
+    dead_consumer = ReliableQueue(redis_url, consumer="dead", visibility_timeout_s=0.3)
+    dead_consumer.enqueue({"id": "j", "type": "abn_file"})
+    taken = dead_consumer.claim(block_s=1)  # no heartbeat: the holder "dies" here
+    assert taken is not None
+    survivor = ReliableQueue(redis_url, consumer="alive", visibility_timeout_s=0.3)
+    assert survivor.claim(block_s=0.1) is None  # not yet idle long enough
+    time.sleep(0.4)
+    again = survivor.claim(block_s=1)
+    assert again is not None and again.reclaimed and again.job_id == "j"
+    assert not taken.heartbeat()  # the dead one finds out it lost the job
+    again.ack()
+
+
+def test_release_puts_the_job_back_without_counting_an_attempt(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c1", max_attempts=1)
+    queue.enqueue({"id": "j", "type": "abn_file"})
+    for _ in range(5):  # drained five times: never dead-lettered
+        delivery = queue.claim(block_s=1)
+        assert delivery is not None and not delivery.reclaimed
+        delivery.release()
+    assert queue.dead_letters() == []
+    assert queue.claim(block_s=1).job_id == "j"
+
+
+def test_failures_retry_then_dead_letter_with_the_error(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c1", max_attempts=3)
+    queue.enqueue({"id": "j", "type": "abn_file"})
+    outcomes = [queue.claim(block_s=1).fail(f"boom {n}") for n in range(3)]
+    assert outcomes == [False, False, True]
+    assert queue.claim(block_s=0.2) is None
+    [dead] = queue.dead_letters()
+    assert dead["reason"] == "failed 3 times" and dead["error"] == "boom 2" and dead["job"]["id"] == "j"
+    assert queue.status("j") == "dead"
+
+
+def test_a_holder_that_keeps_dying_without_progress_is_poison_but_progress_clears_strikes(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c", visibility_timeout_s=0.2, max_strikes=3)
+    queue.enqueue({"id": "oom", "type": "abn_file"})
+    queue.enqueue({"id": "slow", "type": "abn_file"})
+    held = {d.job_id: d for d in (queue.claim(block_s=1), queue.claim(block_s=1))}
+    for round_ in range(1, 4):
+        time.sleep(0.25)
+        held["slow"].progress(round_ * 100)  # this one advances before each death
+        reclaimed = [queue.claim(block_s=0.1) for _ in range(2)]
+        held = {d.job_id: d for d in reclaimed if d is not None}
+    assert "oom" not in held and "slow" in held
+    [dead] = queue.dead_letters()
+    assert dead["job"]["id"] == "oom" and "died 3 times without progress" in dead["reason"]
+
+
+@pytest.fixture
+def one_file_job(redis_url, tmp_path):
+    manifest = generate(20_000, 8, tmp_path, files=1, bad_every=250)
+    [job] = plan([str(tmp_path / manifest["sources"][0])])
+    ReliableQueue(redis_url).enqueue(job.to_job())
+    return job, manifest
+
+
+def _progress(database_url: str) -> int:
+    engine = sa.create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT COALESCE(MAX(progress), 0) FROM job_ledger").scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _wait_progress(database_url: str, proc: subprocess.Popen, minimum: int) -> None:
+    deadline = time.monotonic() + 60
+    while _progress(database_url) < minimum:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+
+
+def _rows(database_url: str) -> tuple[int, int]:
+    ledger = open_database(database_url)
+    with ledger.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT COUNT(*), COUNT(DISTINCT abn) FROM abn_entity").one()
+    ledger.engine.dispose()
+    return tuple(rows)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_worker_preempted_while_holding_a_job_its_effect_appears_once(redis_url, database_url, one_file_job, how):
+    job, manifest = one_file_job
+    first = worker(
+        redis_url, database_url, "--checkpoint-every", "200", "--visibility-timeout", "2", "--idle-timeout", "1"
+    )
+    _wait_progress(database_url, first, 1_000)
+    first.send_signal(getattr(signal, how))
+    first.communicate(timeout=60)
+    assert first.returncode == (143 if how == "SIGTERM" else -signal.SIGKILL)
+    queue = ReliableQueue(redis_url)
+    if how == "SIGTERM":
+        assert queue.depth() == {"entries": 1, "pending": 0}  # released at once, not waiting for a timeout
+
+    second = worker(
+        redis_url, database_url, "--checkpoint-every", "200", "--visibility-timeout", "2", "--idle-timeout", "3"
+    )
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["done"] == 1 and stats["reclaimed"] == (1 if how == "SIGKILL" else 0)
+    assert _rows(database_url) == (manifest["valid"], manifest["valid"])
+    lease = open_database(database_url).get(job.id)
+    assert (
+        lease.complete and lease.result["inserted"] == manifest["valid"] and lease.result["rejected"] == manifest["bad"]
+    )
+    assert queue.depth() == {"entries": 0, "pending": 0} and queue.dead_letters() == []
+    redone = int(redis.Redis.from_url(redis_url).hget(ATTEMPTED_KEY, job.id)) - manifest["records"]
+    assert redone == 0 if how == "SIGTERM" else 0 <= redone <= 200
+
+
+def test_poison_job_is_dead_lettered_and_the_worker_carries_on(redis_url, sqlite_url, one_file_job):
+    queue = ReliableQueue(redis_url)
+    queue.enqueue(
+        {"id": "abn:missing", "type": "abn_file", "source": "/nonexistent/x.xml", "member": None, "name": "x.xml"}
+    )
+    queue.enqueue({"id": "mystery", "type": "translate_everything"})
+    proc = worker(redis_url, sqlite_url, "--max-attempts", "2", "--idle-timeout", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["done"] == 1 and stats["dead_lettered"] == 2
+    dead = {d["job"]["id"]: d for d in queue.dead_letters()}
+    assert dead["abn:missing"]["reason"] == "failed 2 times"
+    assert "no such file" in dead["abn:missing"]["error"]
+    assert dead["mystery"]["reason"].startswith("unknown job type 'translate_everything'")
