@@ -121,7 +121,7 @@ def launch_helpers(count: int, parameters: dict[str, Any]) -> list[str]:
 
 
 @flow(**flow_options("abn_bulk_ingestion"))
-def abn_bulk_ingestion(  # noqa: PLR0917  flow parameters are positional-or-keyword by Prefect's design
+def abn_bulk_ingestion(
     sources: list[str] | None = None,
     database_url: str | None = None,
     redis_url: str | None = None,

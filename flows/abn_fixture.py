@@ -104,7 +104,7 @@ def _address(rng: random.Random) -> str:
 
 def record_xml(index: int, seed: int, bad_kind: str | None = None) -> str:  # noqa: PLR0912  one branch per edge case
     """One `<ABR>` element for record number `index` (deterministic for a given seed)."""
-    rng = random.Random(seed * 1_000_003 + index)  # noqa: S311  deterministic test data, not security
+    rng = random.Random(seed * 1_000_003 + index)
     base = (index * _STRIDE + seed * 7919) % 10**9
     abn = abn_from_base(base)
     status = "CAN" if rng.random() < 0.12 else "ACT"

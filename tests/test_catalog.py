@@ -76,7 +76,6 @@ def test_family_lookup_and_flow_options():
     options = catalog.get("abn_bulk_ingestion").flow_options()
     assert options == {
         "name": "abn_bulk_ingestion",
-        "tags": ["tier:bulk", "infra:spot", "interruptible"],
         "description": options["description"],
         "retries": 3,
         "retry_delay_seconds": 300,
