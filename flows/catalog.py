@@ -50,7 +50,8 @@ FLOW_OPTIONAL = {
 KNOWN_TIERS = ("bulk", "realtime")
 # A flow name, or a family of flows: `prefix/*` (the wildcard is a whole, last segment).
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(/[a-z0-9_]+)*(/\*)?$")
-_ENTRYPOINT = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
+# Module form (the code is installed on the nodes as the `flows` package): flows.module:function
+_ENTRYPOINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 class CatalogError(ValueError):
@@ -233,7 +234,7 @@ def _parse_flow(index: int, raw: Any, tiers: dict[str, Tier], source: str) -> Fl
     entrypoint = data.get("entrypoint")
     if entrypoint is not None:
         if not isinstance(entrypoint, str) or not _ENTRYPOINT.match(entrypoint):
-            raise CatalogError(f"{where}: entrypoint must look like 'flows/file.py:function', got {entrypoint!r}")
+            raise CatalogError(f"{where}: entrypoint must look like 'flows.module:function', got {entrypoint!r}")
         if name.endswith("/*"):
             raise CatalogError(f"{where}: a family of flows ('/*') cannot have one entrypoint")
     for key in ("schedule", "canary_parameters"):

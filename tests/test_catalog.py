@@ -137,7 +137,7 @@ def test_family_lookup_and_flow_options():
         ),
         (
             lambda r: _flow(r, "abn_bulk_ingestion").update(entrypoint="flows/abn.py"),
-            r"entrypoint must look like 'flows/file.py:function'",
+            r"entrypoint must look like 'flows.module:function'",
         ),
         (lambda r: r["tiers"].update(urgent=r["tiers"]["bulk"]), r"unknown tier 'urgent' defined"),
         (

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from gcp_compute_fake import FakeCompute, FakeComputeServer, load_document, make_service_account_key
 from gcp_compute_fake.server import public_key_of
 

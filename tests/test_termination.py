@@ -105,3 +105,31 @@ def test_default_disposition_exits_143():
         assert exc.value.code == 143
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_sigusr1_is_a_drain_request():
+    term = Termination()
+    term.grace_s = 0
+    term.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert term.requested and term.reason == "drain: signal SIGUSR1"
+    finally:
+        term.uninstall()
+
+
+def test_inside_a_flow_run_prefects_sigterm_handler_stays_installed():
+    """Prefect's supervisor only acknowledges a reschedule with an engine whose SIGTERM handler is
+    Prefect's own: install() must leave it alone and only add the SIGUSR1 drain request."""
+    from prefect.utilities.engine import capture_sigterm, is_prefect_sigterm_handler_installed  # noqa: PLC0415
+
+    term = Termination()
+    with capture_sigterm():
+        prefect_handler = signal.getsignal(signal.SIGTERM)
+        term.install()
+        try:
+            assert term.mode == "prefect"
+            assert signal.getsignal(signal.SIGTERM) is prefect_handler and is_prefect_sigterm_handler_installed()
+            assert signal.getsignal(signal.SIGUSR1) == term._handle_drain
+        finally:
+            term.uninstall()

@@ -1,27 +1,35 @@
 """Termination: how flow code learns that its node is going away, whatever the cause.
 
-Three causes arrive the same way, as `termination.requested` becoming true:
+Every cause ends up as `termination.requested` becoming true (or, at worst, as Prefect's
+`TerminationSignal` propagating through `termination.guard()`, which records it too):
 
-* SIGTERM (systemd stopping the worker unit on shutdown or drain, `prefect flow-run execute`
-  passing on a preemption, or `kill` from a shell);
-* Prefect's own `TerminationSignal`, when Prefect's handler ran before ours (caught by
-  `termination.guard()`);
-* an explicit drain request from code: `termination.request("reason")`.
+* a **drain request**: SIGUSR1 (what the worker unit's drain program sends first), or
+  `termination.request("reason")` from code;
+* **SIGTERM**: from systemd, from `kill`, from Prefect's `flow-run execute` supervisor;
+* Prefect's **TerminationSignal**, raised by Prefect's own SIGTERM handler inside a flow run.
 
-Flow code checks `termination.requested` at its batch boundaries; when it is set, it commits its
-checkpoint and calls `termination.stop()`, which ends the run the way its environment expects:
+Flow code checks `termination.requested` at its batch boundaries; when set, it commits its
+checkpoint and calls `termination.stop()`, which ends the run the way its environment expects.
 
-* inside a Prefect flow run, the signal goes on to Prefect's handler, which we **wrapped, not
-  replaced**: it raises `TerminationSignal`, and under `prefect flow-run execute` with
-  `PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule` the run ends AwaitingRetry (Scheduled),
-  so any worker of the pool picks it up. An explicit drain inside such a run asks the supervisor
-  to do exactly that (SIGTERM to the parent `flow-run execute` process);
-* outside Prefect (the command-line entry points), the process exits with status 143.
+**Inside a Prefect flow run, Prefect's SIGTERM handler stays installed** — we compose with it,
+never replace it: Prefect's supervisor only acknowledges a graceful "reschedule" with an engine
+whose SIGTERM handler is Prefect's own (`commit_control_intent_and_ack`); a wrapped handler makes
+it fall back to SIGKILL. So inside a run:
 
-If flow code does not reach a checkpoint within the grace period (default 20 s, inside GCP's
-30 s notice; `AGENCY_OS_TERMINATION_GRACE_S`), or a second SIGTERM arrives, the handler stops
-waiting and hands over at once: the open transaction rolls back and the last committed
-checkpoint stands.
+* SIGUSR1 sets the flag; at the next boundary the flow commits, then `stop()` asks the
+  `prefect flow-run execute` supervisor (its parent, run with
+  `PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule`) to reschedule: the supervisor moves
+  the run to AwaitingRetry and answers with SIGTERM, Prefect's handler raises TerminationSignal
+  and the engine exits without touching the run's state. Nothing committed is redone.
+* a bare SIGTERM reaches Prefect's handler directly: TerminationSignal interrupts the batch in
+  flight (its transaction rolls back, the last checkpoint stands) and `guard()` records it.
+
+**Outside Prefect** (the command-line entry points) SIGTERM is ours: it sets the flag, the code
+commits at the next boundary and `stop()` exits with status 143.
+
+If flow code does not reach a boundary within the grace period (`AGENCY_OS_TERMINATION_GRACE_S`,
+default 15 s, inside GCP's 30 s notice), or a second SIGTERM arrives, waiting stops: the
+interrupt goes through at once and the open transaction rolls back.
 """
 
 from __future__ import annotations
@@ -39,15 +47,25 @@ from typing import Any, NoReturn
 log = logging.getLogger("agency_os.termination")
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+DRAIN_SIGNAL = signal.SIGUSR1
 _SUPERVISOR_BEHAVIOURS = ("reschedule", "relinquish")
 
 
-def _prefect_termination_signal() -> type[BaseException] | None:
+def _termination_signal_class() -> type[BaseException] | None:
     try:
-        from prefect.exceptions import TerminationSignal  # noqa: PLC0415  (optional at import time)
-    except ImportError:  # pragma: no cover - prefect is a dependency, but keep the runtime usable alone
+        from prefect.exceptions import TerminationSignal  # noqa: PLC0415  (keep the runtime importable alone)
+    except ImportError:  # pragma: no cover
         return None
     return TerminationSignal
+
+
+def prefect_bridge_installed() -> bool:
+    """True when Prefect's SIGTERM handler (the engine's bridge) is the current one."""
+    try:
+        from prefect.utilities.engine import is_prefect_sigterm_handler_installed  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return False
+    return is_prefect_sigterm_handler_installed()
 
 
 def _in_prefect_flow_run() -> bool:
@@ -56,6 +74,12 @@ def _in_prefect_flow_run() -> bool:
     except ImportError:  # pragma: no cover
         return False
     return FlowRunContext.get() is not None
+
+
+def _supervised() -> bool:
+    """Run by `prefect flow-run execute` with a reschedule/relinquish SIGTERM behaviour."""
+    behaviour = os.environ.get("PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR", "").lower()
+    return behaviour in _SUPERVISOR_BEHAVIOURS
 
 
 class Termination:
@@ -67,11 +91,12 @@ class Termination:
         self.reason: str | None = None
         self.signum: int | None = None
         self.requested_at: float | None = None
+        self.mode: str | None = None  # "prefect" (Prefect's bridge in charge) or "standalone"
         self._previous: Any = None
-        self._installed = False
+        self._previous_drain: Any = None
         self._escalating = False
         self._timer: threading.Timer | None = None
-        self.grace_s = float(os.environ.get("AGENCY_OS_TERMINATION_GRACE_S", "20"))
+        self.grace_s = float(os.environ.get("AGENCY_OS_TERMINATION_GRACE_S", "15"))
         self._listeners: list[Callable[[str], None]] = []
 
     # -- state ---------------------------------------------------------------------------------
@@ -102,6 +127,7 @@ class Termination:
             for listener in list(self._listeners):
                 with contextlib.suppress(Exception):
                     listener(reason)
+            self._start_grace_timer()
         return first
 
     def reset(self) -> None:
@@ -117,45 +143,61 @@ class Termination:
     # -- causes -------------------------------------------------------------------------------
 
     def install(self) -> Termination:
-        """Install the SIGTERM handler (main thread), wrapping whatever handler is there now
-        (Prefect's inside a flow run). Idempotent; call it at the start of flow code."""
+        """Start listening (main thread; call it at the start of flow code). Idempotent.
+
+        Always: SIGUSR1 is a drain request. SIGTERM: left to Prefect's handler when it is
+        installed (inside a flow run), otherwise handled here, wrapping the current handler."""
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("termination.install() must run in the main thread (flow code, not a task thread)")
+        if signal.getsignal(DRAIN_SIGNAL) != self._handle_drain:
+            self._previous_drain = signal.signal(DRAIN_SIGNAL, self._handle_drain)
         current = signal.getsignal(signal.SIGTERM)
         if current == self._handle_sigterm:
             return self
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("termination.install() must run in the main thread (flow code, not a task thread)")
+        if prefect_bridge_installed():
+            self.mode = "prefect"
+            log.debug("Prefect's SIGTERM bridge stays in charge of SIGTERM; drain requests come as SIGUSR1")
+            return self
+        self.mode = "standalone"
         self._previous = current
         signal.signal(signal.SIGTERM, self._handle_sigterm)
-        self._installed = True
         return self
 
     def uninstall(self) -> None:
-        """Put the wrapped handler back."""
+        """Put back the handlers install() replaced."""
         if signal.getsignal(signal.SIGTERM) == self._handle_sigterm:
             signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-        self._installed = False
+        if signal.getsignal(DRAIN_SIGNAL) == self._handle_drain:
+            previous = self._previous_drain if self._previous_drain is not None else signal.SIG_DFL
+            signal.signal(DRAIN_SIGNAL, previous)
+        self.mode = None
 
     def request(self, reason: str) -> None:
-        """Explicit drain: same effect as SIGTERM (finish the batch, checkpoint, stop)."""
+        """Explicit drain: finish the batch, checkpoint, stop."""
         self._record(f"drain: {reason}")
+
+    def _handle_drain(self, signum: int, frame: Any) -> None:
+        self._record(f"drain: signal {signal.Signals(signum).name}")
 
     def _handle_sigterm(self, signum: int, frame: Any) -> None:
         if self._escalating or not self._record(f"signal {signal.Signals(signum).name}", signum):
-            # Second SIGTERM, or the grace period ran out: stop waiting for a checkpoint.
             if not self._escalating:
-                log.warning("second SIGTERM: handing over without waiting for a checkpoint")
+                log.warning("another SIGTERM while terminating: stopping now, without waiting for a checkpoint")
             self._hand_over(signum, frame)
-            return
-        self._start_grace_timer()
 
     def _start_grace_timer(self) -> None:
         if self.grace_s <= 0:
             return
 
         def expire() -> None:
-            log.error("no checkpoint within %.0f s of termination: interrupting the main thread", self.grace_s)
+            log.error("no checkpoint within %.0f s of the termination request: interrupting now", self.grace_s)
             self._escalating = True
-            _thread.interrupt_main(signal.SIGTERM)
+            if self.mode == "prefect" and _supervised():
+                os.kill(os.getppid(), signal.SIGTERM)  # the supervisor reschedules and SIGTERMs us
+            elif self.mode == "standalone":
+                _thread.interrupt_main(signal.SIGTERM)
+            else:
+                _thread.interrupt_main(DRAIN_SIGNAL)
 
         with self._lock:
             if self._timer is None:
@@ -165,9 +207,9 @@ class Termination:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[Termination]:
-        """Turn Prefect's `TerminationSignal` (raised by its handler before ours ran) into a
-        termination request, then let it propagate so Prefect handles the run."""
-        termination_signal = _prefect_termination_signal()
+        """Record Prefect's `TerminationSignal` (raised by its SIGTERM handler) as a termination
+        request, then let it propagate: Prefect decides what happens to the run."""
+        termination_signal = _termination_signal_class()
         try:
             yield self
         except BaseException as exc:
@@ -181,26 +223,32 @@ class Termination:
         """Call after the checkpoint is committed: end this run the way its environment expects."""
         if self._timer is not None:
             self._timer.cancel()
-        if self.signum is None and _in_prefect_flow_run() and self._supervised():
-            # An explicit drain inside `prefect flow-run execute --reschedule`: let the supervisor
-            # reschedule the run; it answers with the SIGTERM that ends us below.
-            log.warning("asking the flow-run supervisor (pid %d) to reschedule this run", os.getppid())
-            os.kill(os.getppid(), signal.SIGTERM)
-            deadline = time.monotonic() + max(self.grace_s, 5.0)
-            while self.signum is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+        if self.mode == "prefect" or (self.mode is None and _in_prefect_flow_run()):
+            self._stop_prefect()
         self._hand_over(self.signum or signal.SIGTERM, None)
-        raise SystemExit(EXIT_TERMINATED)  # the previous handler returned: exit like SIGTERM would
+        raise SystemExit(EXIT_TERMINATED)
 
-    @staticmethod
-    def _supervised() -> bool:
-        return os.environ.get("PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR", "").lower() in _SUPERVISOR_BEHAVIOURS
+    def _stop_prefect(self) -> NoReturn:
+        termination_signal = _termination_signal_class()
+        if _supervised():
+            # Ask the `flow-run execute` supervisor to reschedule the run. It acknowledges with
+            # the engine over its control channel, moves the run to AwaitingRetry and answers
+            # with SIGTERM: Prefect's handler raises TerminationSignal right here.
+            log.warning("checkpoint committed; asking the flow-run supervisor (pid %d) to reschedule", os.getppid())
+            os.kill(os.getppid(), signal.SIGTERM)
+            deadline = time.monotonic() + max(self.grace_s, 10.0)
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+            log.error("the supervisor did not answer within %.0f s", max(self.grace_s, 10.0))
+        # No supervisor: end like a SIGTERM would (the run is Crashed; the crash-reschedule
+        # automation of the bulk pool puts interruptible runs back in the queue).
+        if termination_signal is not None:
+            raise termination_signal(signal=signal.SIGTERM)
+        raise SystemExit(EXIT_TERMINATED)
 
     def _hand_over(self, signum: int, frame: Any) -> None:
         previous = self._previous
         if callable(previous):
-            # Prefect's handler (it raises TerminationSignal). Restore it first so any later
-            # SIGTERM reaches Prefect directly.
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, previous)
             previous(signum, frame)

@@ -1,0 +1,118 @@
+"""Deployment definitions, apart from the flow code (conventions §13), derived from the catalog.
+
+What the Prefect control plane needs, computed in one place and used by the Ansible roles
+(`python -m flows.deploy ...` prints JSON) and by the tests:
+
+* the bulk pool's base job template: the process worker's default, with the preemption settings
+  as defaults (`command: prefect flow-run execute`, `PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR:
+  reschedule`) so a SIGTERM ends a run AwaitingRetry instead of Crashed;
+* the body of `POST /api/deployments/` for a flow of this repository (name, module entrypoint,
+  tags, pool, queue, parameter schema, schedule), straight from the catalog.
+
+    python -m flows.deploy pool-template [--sigterm-behavior reschedule]
+    python -m flows.deploy deployment abn_bulk_ingestion [--pool P --queue Q]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from typing import Any
+
+from flows.catalog import FlowSpec, load_catalog
+
+FLOW_RUN_COMMAND = "prefect flow-run execute"
+SIGTERM_BEHAVIOR_ENV = "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"
+
+
+def default_process_template() -> dict[str, Any]:
+    """The process worker type's default base job template (as `prefect work-pool
+    get-default-base-job-template --type process` prints it)."""
+    from prefect.workers.process import ProcessWorker  # noqa: PLC0415  (heavy import, only when needed)
+
+    return ProcessWorker.get_default_base_job_template()
+
+
+def bulk_base_job_template(sigterm_behavior: str = "reschedule", env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The bulk pool's template: flow runs under the `flow-run execute` supervisor, which on
+    SIGTERM reschedules the run (after the flow code checkpoints) instead of crashing it."""
+    if sigterm_behavior not in ("reschedule", "relinquish", "crash"):
+        raise ValueError(f"sigterm_behavior must be reschedule, relinquish or crash, got {sigterm_behavior!r}")
+    template = copy.deepcopy(default_process_template())
+    props = template["variables"]["properties"]
+    props["command"]["default"] = FLOW_RUN_COMMAND
+    defaults = {SIGTERM_BEHAVIOR_ENV: sigterm_behavior, **(env or {})}
+    props["env"]["default"] = defaults
+    props["env"]["description"] = (
+        "Environment of the flow run. Keep PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule: "
+        "a deployment that sets env must repeat it (job variables replace this default)."
+    )
+    return template
+
+
+def parameter_schema(spec: FlowSpec) -> dict[str, Any]:
+    """The flow's parameter schema (JSON), from its code."""
+    from prefect.flows import load_flow_from_entrypoint  # noqa: PLC0415
+    from prefect.utilities.callables import parameter_schema as schema_of  # noqa: PLC0415
+
+    if spec.entrypoint is None:
+        raise ValueError(f"flow {spec.name!r} has no code in this repository (no entrypoint)")
+    flow = load_flow_from_entrypoint(spec.entrypoint, use_placeholder_flow=False)
+    return schema_of(flow.fn).model_dump(mode="json")
+
+
+def deployment_body(
+    spec: FlowSpec,
+    flow_id: str | None = None,
+    work_pool: str | None = None,
+    work_queue: str | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body of POST /api/deployments/ for a flow whose code lives here."""
+    body: dict[str, Any] = {
+        "name": spec.deployment_name,
+        "entrypoint": spec.entrypoint,
+        "tags": list(spec.tags),
+        "work_pool_name": work_pool or spec.work_pool,
+        "work_queue_name": work_queue or spec.work_queue,
+        "parameters": parameters or {},
+        "parameter_openapi_schema": parameter_schema(spec),
+        "pull_steps": [],  # the code is installed on every node as the `flows` package
+        "description": spec.reason,
+        "enforce_parameter_schema": True,
+    }
+    if flow_id:
+        body["flow_id"] = flow_id
+    if spec.schedule:
+        body["schedules"] = [
+            {
+                "schedule": {"cron": spec.schedule["cron"], "timezone": spec.schedule.get("timezone", "UTC")},
+                "active": True,
+            }
+        ]
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pool = sub.add_parser("pool-template", help="the bulk pool's base job template (JSON)")
+    pool.add_argument("--sigterm-behavior", default="reschedule")
+    dep = sub.add_parser("deployment", help="POST /api/deployments/ body for a flow of the catalog (JSON)")
+    dep.add_argument("flow")
+    dep.add_argument("--flow-id")
+    dep.add_argument("--pool")
+    dep.add_argument("--queue")
+    args = parser.parse_args(argv)
+    if args.command == "pool-template":
+        print(json.dumps(bulk_base_job_template(args.sigterm_behavior)))
+    else:
+        spec = load_catalog().get(args.flow)
+        print(json.dumps(deployment_body(spec, args.flow_id, args.pool, args.queue)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
