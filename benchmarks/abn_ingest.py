@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from services import postgres_server  # noqa: E402
-
 from flows.abn_fixture import generate  # noqa: E402
 from flows.runtime.ledger import normalize_url  # noqa: E402
+
+from services import postgres_server  # noqa: E402
 
 
 def ingest(sources: list[str], url: str, every: int, *extra: str) -> subprocess.Popen:

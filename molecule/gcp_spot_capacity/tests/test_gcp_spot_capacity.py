@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from gcp_compute_fake import load_document
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
