@@ -70,4 +70,19 @@ fi
 # 5. systemd node image ---------------------------------------------------------------------------
 scripts/build-node-image.sh
 
+# 6. Wheelhouse for nodes (offline installs in containers): pinned dependencies once, this repo's
+#    wheel every time (cheap, reproducible with SOURCE_DATE_EPOCH so its checksum only changes
+#    with its content). Debian 12's python3 is 3.11.2: redis needs async-timeout below 3.11.3.
+WHEELHOUSE="$ROOT/build/wheelhouse"
+NODE_EXTRA_WHEELS=(uv==0.9.17 async-timeout==5.0.1)
+mkdir -p "$WHEELHOUSE"
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${NODE_EXTRA_WHEELS[*]}
+if [ "$(cat "$WHEELHOUSE/.deps" 2>/dev/null)" != "$want" ]; then
+  say "building the node wheelhouse in $WHEELHOUSE"
+  "$VENV/bin/pip" wheel -q --wheel-dir "$WHEELHOUSE" -c constraints.txt . "${NODE_EXTRA_WHEELS[@]}"
+  echo "$want" > "$WHEELHOUSE/.deps"
+fi
+rm -f "$WHEELHOUSE"/agency_os_spot-*.whl
+SOURCE_DATE_EPOCH=315532800 "$VENV/bin/pip" wheel -q --no-deps --wheel-dir "$WHEELHOUSE" .
+
 say "setup complete in $(( $(date +%s) - step_start )) s"
