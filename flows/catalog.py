@@ -106,6 +106,13 @@ class FlowSpec:
         """The Prefect deployment name used for flows whose code lives here."""
         return self.name
 
+    @property
+    def placement_key(self) -> str:
+        """Name of the Prefect Variable recording where this flow runs once cut over
+        (written by playbooks/cutover.yml, read by the deployment role so a redeploy keeps it)."""
+        slug = self.name.replace("/*", "__family").replace("/", "__")
+        return f"placement__{slug}"
+
     def matches(self, flow_name: str) -> bool:
         """Whether `flow_name` is this flow or a member of this family."""
         if self.is_pattern:
@@ -158,6 +165,7 @@ class Catalog:
             item["tags"] = list(spec.tags)
             item["is_pattern"] = spec.is_pattern
             item["code_in_repo"] = spec.code_in_repo
+            item["placement_key"] = spec.placement_key
             flows.append(item)
         tiers = {name: {**asdict(t), "tags": list(t.tags)} for name, t in self.tiers.items()}
         return {"source": self.source, "spot_pool": self.spot_pool, "tiers": tiers, "flows": flows}

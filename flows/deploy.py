@@ -25,6 +25,7 @@ from flows.catalog import FlowSpec, load_catalog
 
 FLOW_RUN_COMMAND = "prefect flow-run execute"
 SIGTERM_BEHAVIOR_ENV = "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 
 def default_process_template() -> dict[str, Any]:
@@ -35,15 +36,23 @@ def default_process_template() -> dict[str, Any]:
     return ProcessWorker.get_default_base_job_template()
 
 
-def bulk_base_job_template(sigterm_behavior: str = "reschedule", env: dict[str, str] | None = None) -> dict[str, Any]:
+def bulk_base_job_template(
+    sigterm_behavior: str = "reschedule", heartbeat_seconds: int | None = 30, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The bulk pool's template: flow runs under the `flow-run execute` supervisor, which on
-    SIGTERM reschedules the run (after the flow code checkpoints) instead of crashing it."""
+    SIGTERM reschedules the run (after the flow code checkpoints) instead of crashing it; and
+    flow-run heartbeats, which the zombie automation watches to catch runs whose node vanished."""
     if sigterm_behavior not in ("reschedule", "relinquish", "crash"):
         raise ValueError(f"sigterm_behavior must be reschedule, relinquish or crash, got {sigterm_behavior!r}")
+    if heartbeat_seconds is not None and heartbeat_seconds < 30:
+        raise ValueError("Prefect's flow heartbeat frequency is at least 30 seconds")
     template = copy.deepcopy(default_process_template())
     props = template["variables"]["properties"]
     props["command"]["default"] = FLOW_RUN_COMMAND
-    defaults = {SIGTERM_BEHAVIOR_ENV: sigterm_behavior, **(env or {})}
+    defaults = {SIGTERM_BEHAVIOR_ENV: sigterm_behavior}
+    if heartbeat_seconds:
+        defaults[HEARTBEAT_ENV] = str(heartbeat_seconds)
+    defaults.update(env or {})
     props["env"]["default"] = defaults
     props["env"]["description"] = (
         "Environment of the flow run. Keep PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule: "
@@ -100,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     pool = sub.add_parser("pool-template", help="the bulk pool's base job template (JSON)")
     pool.add_argument("--sigterm-behavior", default="reschedule")
+    pool.add_argument("--heartbeat-seconds", type=int, default=30, help="flow-run heartbeat frequency (0: off)")
     dep = sub.add_parser("deployment", help="POST /api/deployments/ body for a flow of the catalog (JSON)")
     dep.add_argument("flow")
     dep.add_argument("--flow-id")
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     dep.add_argument("--queue")
     args = parser.parse_args(argv)
     if args.command == "pool-template":
-        print(json.dumps(bulk_base_job_template(args.sigterm_behavior)))
+        print(json.dumps(bulk_base_job_template(args.sigterm_behavior, args.heartbeat_seconds or None)))
     else:
         spec = load_catalog().get(args.flow)
         print(json.dumps(deployment_body(spec, args.flow_id, args.pool, args.queue)))
