@@ -83,6 +83,7 @@ if [ "$(cat "$WHEELHOUSE/.deps" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$WHEELHOUSE/.deps"
 fi
 rm -f "$WHEELHOUSE"/agency_os_spot-*.whl
+rm -rf build/lib build/bdist.* ./*.egg-info/SOURCES.txt  # setuptools reuses build/lib: no stale modules in the wheel
 SOURCE_DATE_EPOCH=315532800 "$VENV/bin/pip" wheel -q --no-deps --wheel-dir "$WHEELHOUSE" .
 
 say "setup complete in $(( $(date +%s) - step_start )) s"

@@ -1,0 +1,153 @@
+"""playbooks/cutover.yml and rollback.yml against a real Prefect server and a real worker.
+
+Refusals change nothing; the success path moves the deployment, carries scheduled runs over,
+runs the canary on the bulk pool and records the placement; a failing canary rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.catalog import load_catalog
+from flows.deploy import bulk_base_job_template, default_process_template, deployment_body
+from prefect_harness import ROOT, Prefect, prefect_server, start_worker, stop_worker
+
+FLOW = "abn_bulk_ingestion"
+SPEC = load_catalog().get(FLOW)
+
+
+def playbook(name: str, api: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        ["ansible-playbook", f"playbooks/{name}.yml", "-e", f"prefect_api_url={api}",
+         "-e", f"cutover_audit_file={tmp_path / 'audit.jsonl'}", "-e", "cutover_canary_timeout=240", *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prefect() -> Iterator[Prefect]:
+    with prefect_server() as api:
+        client = Prefect(api)
+        client.create_pool("default", default_process_template())
+        client.create_pool(SPEC.work_pool, bulk_base_job_template())
+        yield client
+
+
+@pytest.fixture
+def deployment(prefect) -> dict:
+    """The flow's deployment where it runs before cutover (pool default), plus a run created by hand."""
+    body = deployment_body(SPEC, work_pool="default", work_queue="default")
+    body.pop("schedules")
+    dep_id = prefect.create_deployment(body, SPEC.name)
+    prefect.http.delete(f"/variables/name/{SPEC.placement_key}")
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
+    manual = (
+        prefect.http.post(
+            f"/deployments/{dep_id}/create_flow_run",
+            json={"name": "by-hand", "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}},
+        )
+        .raise_for_status()
+        .json()
+    )
+    return {"id": dep_id, "manual_run": manual["id"]}
+
+
+def placement(prefect: Prefect) -> tuple[str, str]:
+    dep = prefect.http.get(f"/deployments/name/{FLOW}/{FLOW}").raise_for_status().json()
+    return dep["work_pool_name"], dep["work_queue_name"]
+
+
+def test_refusals_say_why_and_change_nothing(prefect, deployment, tmp_path):
+    out = playbook("cutover", prefect.api, tmp_path)
+    assert out.returncode != 0 and "usage: ansible-playbook playbooks/cutover.yml -e flow=<name>" in out.stdout
+    out = playbook("cutover", prefect.api, tmp_path, "-e", "flow=abn_bulk_ingest")
+    assert out.returncode != 0
+    assert "'abn_bulk_ingest' is not in the flow catalog" in out.stdout and "abn_bulk_ingestion" in out.stdout
+    out = playbook("cutover", prefect.api, tmp_path, "-e", "flow=voice_ai_callbacks")
+    assert out.returncode != 0 and "'voice_ai_callbacks' is a realtime flow" in out.stdout
+    out = playbook("cutover", prefect.api, tmp_path, "-e", "flow=gmb_batch_scraping")
+    assert out.returncode != 0 and "no deployment gmb_batch_scraping/gmb_batch_scraping" in out.stdout
+    out = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")  # no worker online
+    assert out.returncode != 0 and f"no worker of pool {SPEC.work_pool} is online" in out.stdout
+    assert "Nothing was changed" in out.stdout
+    out = playbook("cutover", "http://127.0.0.1:9/api", tmp_path, "-e", f"flow={FLOW}")
+    assert out.returncode != 0 and "the Prefect API does not answer at http://127.0.0.1:9/api" in out.stdout
+    assert placement(prefect) == ("default", "default")
+    assert prefect.http.get(f"/variables/name/{SPEC.placement_key}").status_code == 404
+    assert not (tmp_path / "audit.jsonl").exists()
+
+
+def test_cutover_moves_the_flow_runs_the_canary_and_rollback_restores_it(prefect, deployment, tmp_path):
+    worker = start_worker(prefect, SPEC.work_pool, SPEC.work_queue, "spot-node-1", tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(w["status"] == "ONLINE" for w in prefect.workers(SPEC.work_pool)):
+            assert time.monotonic() < deadline, "worker not online"
+            time.sleep(1)
+        out = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+    finally:
+        stop_worker(worker)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert placement(prefect) == (SPEC.work_pool, SPEC.work_queue)
+    recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]
+    assert recorded["state"] == "cut over" and recorded["previous"] == {"work_pool": "default", "work_queue": "default"}
+    canary = prefect.flow_run(recorded["canary_run_id"])
+    assert canary["state_type"] == "COMPLETED" and canary["work_pool_name"] == SPEC.work_pool
+    # the run created by hand in the old pool was carried over, not left behind
+    old = prefect.flow_run(deployment["manual_run"])
+    assert old["state_type"] == "CANCELLED" and "moved to flow run" in old["state"]["message"]
+    moved = old["state"]["message"].split()[4]  # "moved to flow run <id> by the placement change"
+    assert prefect.flow_run(moved)["work_pool_name"] == SPEC.work_pool
+    [record] = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["result"] == "succeeded" and record["from"] == "default/default"
+    assert record["to"] == f"{SPEC.work_pool}/{SPEC.work_queue}" and record["canary_run_id"] == canary["id"]
+
+    again = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+    assert again.returncode == 0 and "already runs on" in again.stdout
+
+    back = playbook("rollback", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert placement(prefect) == ("default", "default")
+    assert prefect.flow_run(moved)["state_type"] == "CANCELLED"  # carried back with the deployment
+    recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]
+    assert recorded["state"] == "rolled back" and recorded["work_pool"] == "default"
+    audit = prefect.http.get("/variables/name/placement_audit").raise_for_status().json()["value"]
+    assert [r["action"] for r in audit] == ["cutover", "rollback"]
+
+
+def test_a_failing_canary_rolls_back_and_says_what_happened(prefect, deployment, tmp_path):
+    # A worker whose flow runs cannot start (no `prefect` on its PATH): the canary crashes.
+    worker = start_worker(prefect, SPEC.work_pool, SPEC.work_queue, "broken-node", tmp_path / "worker.log",
+                          PATH="/usr/bin:/bin")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(w["status"] == "ONLINE" and w["name"] == "broken-node" for w in prefect.workers(SPEC.work_pool)):
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(1)
+        out = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+    finally:
+        stop_worker(worker)
+    assert out.returncode != 0
+    assert f"cutover of {FLOW} failed and was rolled back: canary run" in out.stdout
+    assert "The deployment is back on default/default" in out.stdout
+    assert placement(prefect) == ("default", "default")
+    old = prefect.flow_run(deployment["manual_run"])
+    recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]
+    assert recorded["state"] == "rolled back"
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["result"] == "rolled back" and records[-1]["reason"].startswith("canary run")
+    assert old["state_type"] == "CANCELLED"  # carried over, then carried back as a new run
+    back_home = prefect.http.post(
+        "/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}},
+    ).json()
+    assert back_home and all(r["work_pool_name"] == "default" for r in back_home)
