@@ -18,6 +18,7 @@ import pytest
 
 from flows.catalog import load_catalog
 from flows.deploy import bulk_base_job_template, default_process_template, deployment_body
+
 from prefect_harness import ROOT, Prefect, prefect_server, start_worker, stop_worker
 
 FLOW = "abn_bulk_ingestion"
