@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Molecule scenarios run by `make test`, in this order.
-SCENARIOS ?= node_base prefect_worker aws_spot_capacity gcp_spot_capacity
+SCENARIOS ?= node_base prefect_worker preemption_watcher aws_spot_capacity gcp_spot_capacity
 
 .PHONY: setup lint test pytest molecule provision bench drill lock clean
 

@@ -25,7 +25,7 @@ class FakeApi:
         self.url = url
 
     def _get(self, path: str):
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as answer:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as answer:
             return json.load(answer)
 
     def requests(self) -> list[dict]:
