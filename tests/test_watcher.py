@@ -72,7 +72,7 @@ class Emulator:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310  http://127.0.0.1
+        req = urllib.request.Request(self.url + path, data=data, method=method)
         with _OPENER.open(req, timeout=5) as resp:
             return json.load(resp)
 
