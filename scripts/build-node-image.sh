@@ -36,6 +36,8 @@ done
 rm -f "$rootfs/etc/resolv.conf"
 : > "$rootfs/etc/machine-id"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+# No package lists, like a fresh cloud image: mark them stale so `apt update_cache` refreshes them.
+touch -d 2000-01-01 "$rootfs/var/lib/apt/lists"
 # recipe-end
 
 tar -C "$rootfs" -c . | docker import \
