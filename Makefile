@@ -33,6 +33,9 @@ provision: setup  ## bring up the embedded local default (playbooks/provision_sp
 	@test -f playbooks/provision_spot.yml || { echo "playbooks/provision_spot.yml is not built yet (capacity issue); see README" >&2; exit 2; }
 	ansible-playbook playbooks/provision_spot.yml
 
+drill: setup      ## failover drill on the embedded default (after make provision); DRILL_ARGS='-e drill_seed=42'
+	@ansible-playbook playbooks/failover_drill.yml $(DRILL_ARGS); rc=$$?; cat reports/drill/result.json 2>/dev/null; echo; exit $$rc
+
 lock:             ## regenerate constraints.txt from the current .venv
 	@{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^agency-os-spot'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 

@@ -114,6 +114,7 @@ def launch_helpers(count: int, parameters: dict[str, Any]) -> list[str]:
             timeout=0,
             idempotency_key=f"{parent}-helper-{i}",
             as_subflow=False,
+            tags=[f"helper-of:{parent}"],
         )
         for i in range(count)
     ]
@@ -212,7 +213,7 @@ def run_cli(argv: list[str] | None = None) -> int:
 
     progress_log = args.progress_log.open("a", buffering=1) if args.progress_log else None
 
-    def before_commit(job: FileJob, batch) -> None:
+    def on_batch(job: FileJob, batch) -> None:
         if progress_log is not None:
             progress_log.write(f"{job.id} {batch.first} {batch.end}\n")
 
@@ -231,7 +232,7 @@ def run_cli(argv: list[str] | None = None) -> int:
                 checkpoint_every=args.checkpoint_every,
                 parallel=not args.no_parallel,
                 cache_dir=args.cache_dir,
-                before_commit=before_commit,
+                on_batch=on_batch,
                 after_commit=after_commit,
             )
     except Interrupted:

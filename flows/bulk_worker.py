@@ -59,8 +59,8 @@ class WorkContext:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def count_attempted(self, job: FileJob, batch: Batch) -> None:
-        """Out-of-band counter of records processed (committed or not): attempted minus committed
-        is the work a preemption made us redo."""
+        """Out-of-band counter of records whose processing started (committed or not): attempted
+        minus committed is the work preemptions made us redo."""
         if self.redis is not None:
             self.redis.hincrby(ATTEMPTED_KEY, job.id, batch.records)
 
@@ -73,7 +73,7 @@ def handle_abn_file(delivery: Delivery, ctx: WorkContext) -> dict[str, Any]:
         checkpoint_every=ctx.checkpoint_every,
         owner=ctx.owner,
         term=ctx.term,
-        before_commit=ctx.count_attempted,
+        on_batch=ctx.count_attempted,
         after_commit=lambda _job, batch: delivery.progress(batch.end),
     )
 

@@ -46,6 +46,7 @@ FLOW_OPTIONAL = {
     "entrypoint",
     "schedule",
     "canary_parameters",
+    "current_infra",
 }
 KNOWN_TIERS = ("bulk", "realtime")
 # A flow name, or a family of flows: `prefix/*` (the wildcard is a whole, last segment).
@@ -254,7 +255,7 @@ def _parse_flow(index: int, raw: Any, tiers: dict[str, Tier], source: str) -> Fl
         tier=tier_name,
         reason=str(data["reason"]),
         tags=tags,
-        current_infra=tier.current_infra,
+        current_infra=str(data.get("current_infra", tier.current_infra)),
         target_infra=tier.target_infra,
         work_pool=str(data.get("work_pool", tier.work_pool)),
         work_queue=str(data.get("work_queue", tier.work_queue)),
@@ -269,6 +270,11 @@ def _parse_flow(index: int, raw: Any, tiers: dict[str, Tier], source: str) -> Fl
 
 
 def _check_tier_rules(spec: FlowSpec, tiers: dict[str, Tier], where: str) -> None:
+    known_infra = {t.current_infra for t in tiers.values()} | {t.target_infra for t in tiers.values()}
+    if spec.current_infra not in known_infra:
+        raise CatalogError(
+            f"{where}: unknown current_infra {spec.current_infra!r} (known: {', '.join(sorted(known_infra))})"
+        )
     spot_pool = tiers["bulk"].work_pool
     if spec.tier == "realtime":
         if spec.work_pool == spot_pool or "interruptible" in spec.tags or "infra:spot" in spec.tags:

@@ -53,7 +53,9 @@ def test_packaged_catalog_holds_every_seed_flow_with_its_placement():
         assert (spec.work_pool, spec.work_queue) == ("bulk-processing", "bulk")
         assert (spec.retries, spec.retry_delay_seconds) == (3, 300)
         assert spec.tolerance_hours in (12, 24, 48)
-        assert (spec.current_infra, spec.target_infra) == ("railway", "spot")
+        # every seed bulk flow starts on Railway; the queue consumer is new and born on spot
+        expected = "spot" if spec.name == "bulk_worker" else "railway"
+        assert (spec.current_infra, spec.target_infra) == (expected, "spot")
 
 
 def test_tolerance_windows_match_the_seed():
@@ -148,6 +150,10 @@ def test_family_lookup_and_flow_options():
             lambda r: r["tiers"]["bulk"].update(retries="three"),
             r"tier 'bulk': retries must be a whole number >= 0, got 'three'",
         ),
+        (
+            lambda r: _flow(r, "gmb_batch_scraping").update(current_infra="heroku"),
+            r"flow 'gmb_batch_scraping': unknown current_infra 'heroku' \(known: railway, spot\)",
+        ),
         (lambda r: r.update(flows=[]), r"flows must be a non-empty list"),
     ],
     ids=[
@@ -168,6 +174,7 @@ def test_family_lookup_and_flow_options():
         "unknown-tier-defined",
         "shared-pool",
         "bad-retries",
+        "unknown-current-infra",
         "no-flows",
     ],
 )

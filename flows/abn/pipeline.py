@@ -253,7 +253,7 @@ def ingest_file(
     term: Termination = termination,
     parallel: bool = True,
     cache_dir: Path | None = None,
-    before_commit: Callable[[FileJob, Batch], None] | None = None,
+    on_batch: Callable[[FileJob, Batch], None] | None = None,
     after_commit: Callable[[FileJob, Batch], None] | None = None,
 ) -> dict[str, Any]:
     """Ingest one file into `abn_entity`/`abn_reject` of the ledger's database; resumable.
@@ -278,13 +278,13 @@ def ingest_file(
     )
     with source as batches:
         for batch in batches:
+            if on_batch is not None:
+                on_batch(job, batch)  # out of band, before the work: how much a kill can make us redo
             with ledger.transaction() as conn:
                 ledger.fence(conn, lease)
                 counts = writer.write(conn, batch)
                 after = done.plus(batch, counts)
                 ledger.checkpoint(conn, lease, batch.end, after.as_dict())
-                if before_commit is not None:
-                    before_commit(job, batch)
             done = after
             records_this_run += batch.records
             if after_commit is not None:

@@ -1,0 +1,406 @@
+"""The failover drill: ingest a synthetic ABN extract across the bulk pool while taking spot
+nodes away, then prove nothing was lost or done twice.
+
+Run by playbooks/failover_drill.yml (`make drill`) against the embedded local default::
+
+    python -m flows.drill --api-url URL --database-url URL --redis-url URL [--records N] [--files K]
+                          [--preemptions P] [--notice-ratio R] [--seed S] [--result FILE]
+
+Preemptions happen at random moments while the run is going: with a notice (the node's metadata
+emulator announces it, the watcher drains the worker, then the node shuts down) or hard
+(`docker kill -s KILL`, no warning), while capacity replaces missing nodes (the local capacity
+role, as an autoscaling group would). It waits for completion, checks, and prints as its last
+line one JSON object. The exit status is non-zero unless every valid record is in the database
+exactly once, the rejects are the injected bad records, no job was lost and every run completed.
+The seed is printed, so a failing drill can be replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.server
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+from flows.abn_fixture import generate
+from flows.bulk_worker import ATTEMPTED_KEY
+from flows.runtime.ledger import normalize_url
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_LABEL = "agency-os.role=spot-node"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} drill: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Preemption:
+    node: str
+    mode: str
+    at: float
+    held: dict[str, int]  # job id -> progress when the node went away
+    recovered_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def recovery_s(self) -> float | None:
+        if not self.held:
+            return None
+        if len(self.recovered_at) < len(self.held):
+            return float("inf")
+        return max(self.recovered_at.values()) - self.at
+
+
+@dataclass
+class Config:
+    api_url: str
+    database_url: str
+    redis_url: str
+    records: int = 1_000_000
+    files: int = 20
+    bad_every: int = 997
+    preemptions: int = 20
+    notice_ratio: float = 0.5
+    seed: int = 0
+    checkpoint_every: int = 2_000
+    helpers: int = 3
+    notice_seconds: float = 10.0
+    shutdown_grace: float = 40.0
+    min_gap_s: float = 3.0
+    max_gap_s: float = 12.0
+    min_each: int = 0
+    timeout_s: float = 3_600.0
+    nodes: int = 4
+    metadata_port_base: int = 18_700
+    inventory: str = "inventories/local"
+    data_dir: Path = ROOT / "build" / "drill-data"
+    result: Path = ROOT / "reports" / "drill" / "result.json"
+
+
+class Docker:
+    @staticmethod
+    def nodes() -> list[dict[str, Any]]:
+        out = subprocess.run(
+            ["docker", "ps", "--filter", f"label={NODE_LABEL}", "--format", "{{json .}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        nodes = []
+        for line in out.splitlines():
+            info = json.loads(line)
+            labels = dict(kv.split("=", 1) for kv in info["Labels"].split(",") if "=" in kv)
+            nodes.append({"name": info["Names"], "slot": int(labels.get("agency-os.slot", "0"))})
+        return nodes
+
+    @staticmethod
+    def kill(name: str) -> None:
+        subprocess.run(["docker", "kill", "-s", "KILL", name], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+    @staticmethod
+    def shutdown(name: str, grace: float) -> None:
+        # The node's stop signal is SIGRTMIN+3: systemd stops every unit (the worker drains).
+        subprocess.run(["docker", "stop", "-t", str(int(grace)), name], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+class Drill:
+    def __init__(self, config: Config):
+        self.c = config
+        self.rng = random.Random(config.seed)
+        self.http = httpx.Client(base_url=config.api_url, timeout=30)
+        self.engine = sa.create_engine(normalize_url(config.database_url), pool_pre_ping=True)
+        self.redis = redis.Redis.from_url(config.redis_url, decode_responses=True)
+        self.preemptions: list[Preemption] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def data(self) -> tuple[Path, dict]:
+        folder = self.c.data_dir / f"{self.c.records}-{self.c.files}-{self.c.bad_every}-{self.c.seed}"
+        manifest = folder / "manifest.json"
+        if not manifest.exists():
+            log(f"generating {self.c.records} records in {self.c.files} files into {folder}")
+            generate(self.c.records, self.c.seed, folder, files=self.c.files, bad_every=self.c.bad_every)
+        return folder, json.loads(manifest.read_text())
+
+    def serve(self, folder: Path) -> str:
+        """The extract over HTTP on the host loopback, where every node can read it."""
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def reset_state(self) -> None:
+        """A clean drill database and queue (this is the embedded default's drill database)."""
+        with self.engine.begin() as conn:
+            for table in ("abn_entity", "abn_reject", "job_ledger"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        keys = list(self.redis.scan_iter("bulk:*"))
+        if keys:
+            self.redis.delete(*keys)
+
+    def start_run(self, sources: list[str]) -> str:
+        dep = self.http.get("/deployments/name/abn_bulk_ingestion/abn_bulk_ingestion").raise_for_status().json()
+        if dep["work_pool_name"] != "bulk-processing":
+            raise SystemExit(
+                "abn_bulk_ingestion is not on the bulk pool: ansible-playbook playbooks/cutover.yml -e flow=abn_bulk_ingestion"
+            )
+        params = {
+            "sources": sources,
+            "database_url": self.c.database_url,
+            "redis_url": self.c.redis_url,
+            "checkpoint_every": self.c.checkpoint_every,
+            "helpers": self.c.helpers,
+        }
+        run = self.http.post(
+            f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params, "tags": ["drill"]}
+        ).raise_for_status()
+        return run.json()["id"]
+
+    # -- observation ----------------------------------------------------------------------------
+
+    def ledger(self) -> list[dict[str, Any]]:
+        with contextlib.suppress(sa.exc.SQLAlchemyError), self.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT job_id, status, owner, progress, result FROM job_ledger")
+            return [dict(r._mapping) for r in rows]
+        return []
+
+    def runs(self, parent: str) -> list[dict[str, Any]]:
+        body = {"flow_runs": {"tags": {"all_": [f"helper-of:{parent}"]}}, "limit": 50}
+        helpers = self.http.post("/flow_runs/filter", json=body).raise_for_status().json()
+        return [self.http.get(f"/flow_runs/{parent}").raise_for_status().json(), *helpers]
+
+    def watch_recoveries(self) -> None:
+        """Note when each job a preempted node held makes progress under another owner."""
+        while not self.stop.wait(0.5):
+            rows = {r["job_id"]: r for r in self.ledger()}
+            now = time.monotonic()
+            with self.lock:
+                for event in self.preemptions:
+                    for job, progress in event.held.items():
+                        row = rows.get(job)
+                        if job in event.recovered_at or row is None:
+                            continue
+                        elsewhere = row["owner"] and not row["owner"].startswith(event.node + ":")
+                        if row["status"] == "complete" or (elsewhere and row["progress"] > progress):
+                            event.recovered_at[job] = now
+
+    # -- capacity and preemptions ------------------------------------------------------------------
+
+    def keep_capacity(self) -> None:
+        """Replace missing nodes, like an autoscaling group (re-running the capacity role)."""
+        while not self.stop.wait(2):
+            if len(Docker.nodes()) >= self.c.nodes:
+                continue
+            log("capacity: replacing missing nodes")
+            started = time.monotonic()
+            proc = subprocess.run(
+                ["ansible-playbook", "-i", self.c.inventory, "playbooks/provision_spot.yml", "--tags", "capacity,nodes",
+                 "-e", f"local_spot_capacity_nodes={self.c.nodes}", "-e", "node_hosts=spot_nodes_new"],
+                cwd=ROOT, capture_output=True, text=True, check=False,
+                env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
+            )  # fmt: skip
+            log(f"capacity: replacement finished rc={proc.returncode} in {time.monotonic() - started:.0f} s")
+
+    def online_workers(self) -> set[str]:
+        workers = self.http.post("/work_pools/bulk-processing/workers/filter", json={}).json()
+        return {w["name"] for w in workers if w.get("status") == "ONLINE"}
+
+    def held_by(self, node: str) -> dict[str, int]:
+        return {
+            r["job_id"]: r["progress"]
+            for r in self.ledger()
+            if r["status"] == "running" and (r["owner"] or "").startswith(node + ":")
+        }
+
+    def preempt(self, node: dict[str, Any], mode: str) -> None:
+        event = Preemption(node=node["name"], mode=mode, at=time.monotonic(), held=self.held_by(node["name"]))
+        with self.lock:
+            self.preemptions.append(event)
+        log(f"preemption {len(self.preemptions)}: {mode} on {node['name']} (holding {sorted(event.held) or 'no job'})")
+        if mode == "hard":
+            Docker.kill(node["name"])
+            return
+        port = self.c.metadata_port_base + node["slot"]
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"http://127.0.0.1:{port}/_control/notice", json={"action": "terminate", "in_s": self.c.notice_seconds}
+            )
+        time.sleep(self.c.notice_seconds)
+        Docker.shutdown(node["name"], self.c.shutdown_grace)
+
+    def all_done(self, manifest: dict) -> bool:
+        done = [r for r in self.ledger() if r["status"] == "complete"]
+        return len(done) >= len(manifest["files"])
+
+    def plan_modes_count(self) -> int:
+        return _planned(self.c)
+
+    def plan_modes(self) -> list[str]:
+        """notice/hard for each preemption: at least `min_each` of both, the rest by the ratio."""
+        fixed = ["notice", "hard"] * self.c.min_each
+        rest = [
+            "notice" if self.rng.random() < self.c.notice_ratio else "hard"
+            for _ in range(max(self.c.preemptions - len(fixed), 0))
+        ]
+        modes = fixed + rest
+        self.rng.shuffle(modes)
+        return modes
+
+    def preempt_while_running(self, manifest: dict) -> None:
+        modes = self.plan_modes()
+        while len(self.preemptions) < len(modes) and not self.all_done(manifest):
+            time.sleep(self.rng.uniform(self.c.min_gap_s, self.c.max_gap_s))
+            nodes = Docker.nodes()
+            # Take a node only while another one can carry on (a spot pool rarely loses all at once),
+            # and take one that is working: an online worker holding a job, to prove the job survives.
+            online = self.online_workers()
+            working = [n for n in nodes if n["name"] in online and self.held_by(n["name"])]
+            if len(nodes) < 2 or not working or self.all_done(manifest):
+                continue
+            self.preempt(self.rng.choice(working), modes[len(self.preemptions)])
+
+    # -- the drill -----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        log(f"seed {self.c.seed}")
+        folder, manifest = self.data()
+        base = self.serve(folder)
+        sources = [f"{base}/{name}" for name in manifest["sources"]]
+        self.reset_state()
+        parent = self.start_run(sources)
+        log(f"flow run {parent}: {manifest['records']} records in {len(sources)} files")
+        started = time.monotonic()
+        threads = [threading.Thread(target=t, daemon=True) for t in (self.keep_capacity, self.watch_recoveries)]
+        for thread in threads:
+            thread.start()
+        self.preempt_while_running(manifest)
+        log(f"{len(self.preemptions)} preemptions done; waiting for the runs to complete")
+        deadline = started + self.c.timeout_s
+        while time.monotonic() < deadline:
+            runs = self.runs(parent)
+            if self.all_done(manifest) and all(r["state_type"] in FINAL for r in runs) and len(runs) > self.c.helpers:
+                break
+            time.sleep(5)
+        time.sleep(1)
+        self.stop.set()
+        return self.report(manifest, parent, time.monotonic() - started)
+
+    def report(self, manifest: dict, parent: str, seconds: float) -> dict[str, Any]:
+        files = [f["name"] for f in manifest["files"]]
+        with self.engine.connect() as conn:
+            rows, distinct = conn.exec_driver_sql(
+                "SELECT COUNT(*), COUNT(DISTINCT abn) FROM abn_entity WHERE source_file = ANY(%(f)s)", {"f": files}
+            ).one()
+            rejects = conn.exec_driver_sql(
+                "SELECT COUNT(*) FROM abn_reject WHERE source_file = ANY(%(f)s)", {"f": files}
+            ).scalar_one()
+        ledger = self.ledger()
+        complete = [r for r in ledger if r["status"] == "complete"]
+        committed = sum(int((r["result"] or {}).get("records", 0)) for r in complete)
+        inserted = sum(int((r["result"] or {}).get("inserted", 0)) for r in complete)
+        attempted = sum(int(v) for v in self.redis.hgetall(ATTEMPTED_KEY).values())
+        dead = self.redis.llen("bulk:jobs:dead")
+        runs = self.runs(parent)
+        recoveries = [p.recovery_s for p in self.preemptions if p.recovery_s is not None]
+        notice_recoveries = [p.recovery_s for p in self.preemptions if p.mode == "notice" and p.recovery_s is not None]
+        result = {
+            "records_source": manifest["records"],
+            "records_valid": manifest["valid"],
+            "records_db": rows,
+            # A record written twice would be a second row (impossible: abn is the key) or a second
+            # insert counted by the ledger, or a file's records counted twice.
+            "duplicates": (rows - distinct) + max(inserted - rows, 0) + max(committed - manifest["records"], 0),
+            "rejects": rejects,
+            "rejects_expected": manifest["bad"],
+            "jobs_lost": len(files) - len(complete) + dead,
+            "runs_not_completed": sum(r["state_type"] != "COMPLETED" for r in runs),
+            "preemptions_notice": sum(p.mode == "notice" for p in self.preemptions),
+            "preemptions_hard": sum(p.mode == "hard" for p in self.preemptions),
+            "max_recovery_s": round(max(recoveries), 1) if recoveries else None,
+            "max_recovery_after_notice_s": round(max(notice_recoveries), 1) if notice_recoveries else None,
+            "records_redone": attempted - committed,
+            "checkpoint_every": self.c.checkpoint_every,
+            "runs": len(runs),
+            "seconds": round(seconds, 1),
+            "seed": self.c.seed,
+        }
+        planned = self.plan_modes_count()
+        result["preemptions_planned"] = planned
+        result["passed"] = (
+            result["preemptions_notice"] + result["preemptions_hard"] >= planned
+            and result["records_db"] == result["records_valid"]
+            and result["duplicates"] == 0
+            and result["rejects"] == result["rejects_expected"]
+            and result["jobs_lost"] == 0
+            and result["runs_not_completed"] == 0
+        )
+        return result
+
+
+def _planned(config: Config) -> int:
+    return max(config.preemptions, 2 * config.min_each)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        # A node killed mid-download closes the connection: expected in a drill.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().copyfile(source, outputfile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.drill", description=__doc__.splitlines()[0])
+    parser.add_argument("--api-url", required=True)
+    parser.add_argument("--database-url", required=True, help="the drill database (its tables are recreated)")
+    parser.add_argument("--redis-url", required=True, help="the queue's Redis (bulk:* keys are cleared)")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--bad-every", type=int, default=997)
+    parser.add_argument("--preemptions", type=int, default=20)
+    parser.add_argument("--notice-ratio", type=float, default=0.5, help="share of preemptions with a notice")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
+    parser.add_argument("--checkpoint-every", type=int, default=2_000)
+    parser.add_argument("--helpers", type=int, default=3, help="extra bulk_worker runs splitting the files")
+    parser.add_argument("--min-each", type=int, default=0, help="at least this many notices and as many hard kills")
+    parser.add_argument("--notice-seconds", type=float, default=10.0)
+    parser.add_argument("--nodes", type=int, default=4, help="spot nodes to keep during the drill")
+    parser.add_argument("--timeout", type=float, default=3_600.0)
+    parser.add_argument("--result", type=Path, default=Config.result)
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
+    config = Config(
+        api_url=args.api_url, database_url=args.database_url, redis_url=args.redis_url, records=args.records,
+        files=args.files, bad_every=args.bad_every, preemptions=args.preemptions, notice_ratio=args.notice_ratio,
+        seed=seed, checkpoint_every=args.checkpoint_every, helpers=args.helpers, notice_seconds=args.notice_seconds,
+        min_each=args.min_each,
+        nodes=args.nodes, timeout_s=args.timeout, result=args.result,
+    )  # fmt: skip
+    result = Drill(config).run()
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
