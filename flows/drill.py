@@ -81,8 +81,8 @@ class Config:
     helpers: int = 3
     notice_seconds: float = 10.0
     shutdown_grace: float = 40.0
-    min_gap_s: float = 3.0
-    max_gap_s: float = 12.0
+    min_gap_s: float = 2.0
+    max_gap_s: float = 8.0
     min_each: int = 0
     timeout_s: float = 3_600.0
     nodes: int = 4
