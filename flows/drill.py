@@ -78,7 +78,7 @@ class Config:
     notice_ratio: float = 0.5
     seed: int = 0
     checkpoint_every: int = 2_000
-    helpers: int = 3
+    helpers: int = 5
     notice_seconds: float = 10.0
     shutdown_grace: float = 40.0
     min_gap_s: float = 2.0
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notice-ratio", type=float, default=0.5, help="share of preemptions with a notice")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
     parser.add_argument("--checkpoint-every", type=int, default=2_000)
-    parser.add_argument("--helpers", type=int, default=3, help="extra bulk_worker runs splitting the files")
+    parser.add_argument("--helpers", type=int, default=5, help="extra bulk_worker runs splitting the files")
     parser.add_argument("--min-each", type=int, default=0, help="at least this many notices and as many hard kills")
     parser.add_argument("--notice-seconds", type=float, default=10.0)
     parser.add_argument("--nodes", type=int, default=4, help="spot nodes to keep during the drill")
