@@ -211,3 +211,10 @@ def test_generated_extract_matches_its_manifest_and_both_paths_agree(tmp_path, p
                 abns.add(result.abn)
     assert reasons == manifest["files"][0]["bad_reasons"]
     assert len(abns) == manifest["valid"]
+
+
+def test_invalid_utf8_is_rejected_not_passed_on():
+    raw = SAMPLE.replace(b"STATE EMERGENCY", b"STATE \xff\xfe EMERGENCY")
+    assert parse._fast_fields(raw) is None  # never sent to the database as is
+    result = parse_record(0, raw)
+    assert isinstance(result, Reject) and result.reason.startswith("malformed XML")

@@ -208,6 +208,11 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911, PLR0912  one exi
     match = _FAST.match(raw)
     if match is None:
         return None
+    if not raw.isascii():
+        try:
+            raw.decode()  # the bytes go to PostgreSQL as they are: they must be valid UTF-8
+        except UnicodeDecodeError:
+            return None
     (updated, replaced, status, status_from, abn, code, code_text, main_name, given1, given2, family,
      state, postcode, asic, gst, gst_from) = match.groups()  # fmt: skip
     # What follows GST: the DGR and OtherEntity elements, then the closing </ABR>.

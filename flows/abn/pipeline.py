@@ -94,6 +94,7 @@ def produce_batches(
         )
         if fmt == "copy":
             batch.copy_data = copy_from_fields(fast, job.name) + copy_lines(records, job.name)
+            batch.abns = b",".join([f[0] for f in fast] + [r[0].encode() for r in records])
         else:
             batch.rows = sqlite_rows(records, job.name)
         fast.clear()
