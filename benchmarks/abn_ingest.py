@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from flows.abn_fixture import generate  # noqa: E402
 from flows.runtime.ledger import normalize_url  # noqa: E402
 
-from services import postgres_server  # noqa: E402
+from services import ledger_progress, postgres_server  # noqa: E402
 
 
 def ingest(sources: list[str], url: str, every: int, *extra: str) -> subprocess.Popen:
@@ -49,17 +49,6 @@ def fresh_pg(admin_url: str, name: str) -> str:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     engine.dispose()
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def committed(url: str) -> int:
-    engine = sa.create_engine(normalize_url(url))
-    try:
-        with engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT COALESCE(SUM(progress), 0) FROM job_ledger").scalar_one())
-    except sa.exc.SQLAlchemyError:
-        return 0
-    finally:
-        engine.dispose()
 
 
 def logged(log: Path) -> int:
@@ -105,14 +94,14 @@ def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int,
         log = work / f"progress-{how.name}-{trial}.log"
         proc = ingest([source], url, every, "--progress-log", str(log))
         deadline = time.monotonic() + 60
-        while committed(url) == 0 and time.monotonic() < deadline:
+        while ledger_progress(url) == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.5))  # a random moment mid-file
         sent = time.monotonic()
         proc.send_signal(how)
         proc.communicate()
         latencies.append(time.monotonic() - sent)
-        redone.append(logged(log) - committed(url))
+        redone.append(logged(log) - ledger_progress(url))
         if how == signal.SIGTERM:
             assert proc.returncode == 143, proc.returncode
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,39 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from services import _as_postgres, _pg_bin, free_port, wait_for_port  # noqa: E402
+from services import free_port, start_postgres, stop_postgres, wait_for_port  # noqa: E402
 
 
-def start_postgres() -> dict:
-    # Under /tmp: the postgres user must be able to reach it (root's home is not traversable).
-    state = Path(tempfile.mkdtemp(prefix="agency-os-pg-"))
-    bindir, data, port = _pg_bin(), state / "pgdata", free_port()
-    if os.geteuid() == 0:
-        shutil.chown(state, "postgres")
-    subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {state} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    subprocess.run(
-        _as_postgres(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(state / "pg.log"), "-w", "start"]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    wait_for_port(port)
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE leads"],
-        check=True,
-        capture_output=True,
-    )
-    return {"postgres_url": f"postgresql://postgres@127.0.0.1:{port}/leads", "postgres_data": str(data)}
-
-
-def _remove_postgres_dir(data: str) -> None:
-    shutil.rmtree(Path(data).parent, ignore_errors=True)
+def start_leads_postgres() -> dict:
+    admin_url, root = start_postgres()
+    subprocess.run(["psql", admin_url, "-c", "CREATE DATABASE leads"], check=True, capture_output=True)
+    return {"postgres_url": admin_url.rsplit("/", 1)[0] + "/leads", "postgres_root": str(root)}
 
 
 def start_redis(state: Path) -> dict:
@@ -113,13 +86,8 @@ def stop(state: Path) -> None:
     if "redis_pidfile" in info and Path(info["redis_pidfile"]).exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(Path(info["redis_pidfile"]).read_text().strip()), signal.SIGTERM)
-    if "postgres_data" in info:
-        subprocess.run(
-            _as_postgres([str(_pg_bin() / "pg_ctl"), "-D", info["postgres_data"], "-m", "fast", "stop"]),
-            check=False,
-            capture_output=True,
-        )
-        _remove_postgres_dir(info["postgres_data"])
+    if "postgres_root" in info:
+        stop_postgres(Path(info["postgres_root"]), mode="fast")
     info_path.unlink()
 
 
@@ -140,7 +108,7 @@ def main() -> int:
     info: dict = {}
     try:
         if args.postgres:
-            info.update(start_postgres())
+            info.update(start_leads_postgres())
         if args.redis:
             info.update(start_redis(state))
         if args.prefect:

@@ -43,9 +43,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster; yields the admin URL (database `postgres`)."""
+def start_postgres() -> tuple[str, Path]:
+    """Start a throwaway PostgreSQL cluster under /tmp (the postgres user must reach it: root's
+    home is not traversable). Returns the admin URL (database `postgres`) and its directory."""
     bindir = _pg_bin()
     root = Path(tempfile.mkdtemp(prefix="agency-os-pg-"))
     if os.geteuid() == 0:
@@ -62,16 +62,50 @@ def postgres_server() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
+    wait_for_port(port)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", root
+
+
+def stop_postgres(root: Path, mode: str = "immediate") -> None:
+    subprocess.run(
+        _as_postgres([str(_pg_bin() / "pg_ctl"), "-D", str(root / "data"), "-m", mode, "stop"]),
+        check=False,
+        capture_output=True,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for a test session; yields the admin URL."""
+    url, root = start_postgres()
     try:
-        wait_for_port(port)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield url
     finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        stop_postgres(root)
+
+
+_PROGRESS = {
+    "sum": "SELECT COALESCE(SUM(progress), 0) FROM job_ledger",
+    "max": "SELECT COALESCE(MAX(progress), 0) FROM job_ledger",
+}
+
+
+def ledger_progress(database_url: str, over: str = "sum") -> int:
+    """Records committed so far according to the job ledger, summed over its jobs or the
+    furthest one (0 before the ledger exists)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from flows.runtime.ledger import normalize_url  # noqa: PLC0415
+
+    engine = sa.create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(_PROGRESS[over]).scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager

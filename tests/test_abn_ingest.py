@@ -20,6 +20,8 @@ from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.runtime.ledger import Ledger, normalize_url
 
+from services import ledger_progress
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,19 +50,6 @@ def table_counts(url: str) -> dict:
         }
     engine.dispose()
     return result
-
-
-def committed_progress(url: str) -> int:
-    engine = sa.create_engine(normalize_url(url))
-    try:
-        with engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT COALESCE(SUM(progress), 0) FROM job_ledger").scalar_one())
-    except sa.exc.OperationalError:
-        return 0
-    except sa.exc.ProgrammingError:
-        return 0
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +155,7 @@ def test_zip_sources_split_into_one_job_per_member(sqlite_url, tmp_path):
 def _wait_for_progress(url: str, proc: subprocess.Popen, minimum: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        progress = committed_progress(url)
+        progress = ledger_progress(url)
         if progress >= minimum:
             return progress
         assert proc.poll() is None, proc.communicate()
@@ -193,7 +182,7 @@ def test_kill_mid_file_then_rerun_gives_exact_counts(database_url, extract, tmp_
     _wait_for_progress(database_url, proc, 2_000)
     proc.send_signal(getattr(signal, how))
     stdout, stderr = proc.communicate(timeout=60)
-    committed = committed_progress(database_url)
+    committed = ledger_progress(database_url)
     attempted = _logged_end(log)
     if how == "SIGTERM":
         assert proc.returncode == 143, stderr

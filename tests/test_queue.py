@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from flows.abn.sources import plan
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.bulk_worker import ATTEMPTED_KEY
-from flows.runtime.ledger import normalize_url
 from flows.runtime.queue import ReliableQueue
+
+from services import ledger_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,20 +128,9 @@ def one_file_job(redis_url, tmp_path):
     return job, manifest
 
 
-def _progress(database_url: str) -> int:
-    engine = sa.create_engine(normalize_url(database_url))
-    try:
-        with engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT COALESCE(MAX(progress), 0) FROM job_ledger").scalar_one())
-    except sa.exc.SQLAlchemyError:
-        return 0
-    finally:
-        engine.dispose()
-
-
 def _wait_progress(database_url: str, proc: subprocess.Popen, minimum: int) -> None:
     deadline = time.monotonic() + 60
-    while _progress(database_url) < minimum:
+    while ledger_progress(database_url, over="max") < minimum:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.05)

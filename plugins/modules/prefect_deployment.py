@@ -23,22 +23,6 @@ description:
 author:
   - Agency OS
 options:
-  api_url:
-    description: Prefect API root, e.g. V(http://127.0.0.1:4200/api). Defaults to E(PREFECT_API_URL).
-    type: str
-    required: true
-  api_key:
-    description: Prefect API key, sent as a bearer token; empty for a server without authentication.
-      Defaults to E(PREFECT_API_KEY).
-    type: str
-  timeout:
-    description: Seconds to wait for each API answer.
-    type: float
-    default: 30
-  validate_certs:
-    description: Verify the API's TLS certificate.
-    type: bool
-    default: true
   name:
     description: Name of the deployment.
     type: str
@@ -102,6 +86,7 @@ notes:
   - Moving a deployment to another pool reschedules its future auto-scheduled runs there; runs
     created by hand stay in the old pool.
 extends_documentation_fragment:
+  - prefect_api
   - ansible.builtin.action_common_attributes
 """
 

@@ -19,22 +19,6 @@ description:
 author:
   - Agency OS
 options:
-  api_url:
-    description: Prefect API root, e.g. V(http://127.0.0.1:4200/api). Defaults to E(PREFECT_API_URL).
-    type: str
-    required: true
-  api_key:
-    description: Prefect API key, sent as a bearer token; empty for a server without authentication.
-      Defaults to E(PREFECT_API_KEY).
-    type: str
-  timeout:
-    description: Seconds to wait for each API answer.
-    type: float
-    default: 30
-  validate_certs:
-    description: Verify the API's TLS certificate.
-    type: bool
-    default: true
   flows:
     description: Catalog flow names or families (C(prefix/*)) whose deployments to read.
     type: list
@@ -56,6 +40,7 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - prefect_api
   - ansible.builtin.action_common_attributes
 """
 

@@ -16,22 +16,6 @@ description:
 author:
   - Agency OS
 options:
-  api_url:
-    description: Prefect API root, e.g. V(http://127.0.0.1:4200/api). Defaults to E(PREFECT_API_URL).
-    type: str
-    required: true
-  api_key:
-    description: Prefect API key, sent as a bearer token; empty for a server without authentication.
-      Defaults to E(PREFECT_API_KEY).
-    type: str
-  timeout:
-    description: Seconds to wait for each API answer.
-    type: float
-    default: 30
-  validate_certs:
-    description: Verify the API's TLS certificate.
-    type: bool
-    default: true
   pool:
     description: Name of the work pool the queue belongs to (it must exist).
     type: str
@@ -65,6 +49,7 @@ notes:
   - In check mode a pool that does not exist yet (one an earlier task would create) gives a
     change, not an error.
 extends_documentation_fragment:
+  - prefect_api
   - ansible.builtin.action_common_attributes
 """
 
