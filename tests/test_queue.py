@@ -16,7 +16,7 @@ from flows.abn.sources import plan
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.bulk_worker import ATTEMPTED_KEY
-from flows.runtime.queue import ReliableQueue
+from flows.runtime.queue import RELEASED, ReliableQueue
 
 from services import ledger_progress
 
@@ -83,15 +83,18 @@ def test_a_job_held_by_a_dead_consumer_is_delivered_again(redis_url):
     again.ack()
 
 
-def test_release_puts_the_job_back_without_counting_an_attempt(redis_url):
-    queue = ReliableQueue(redis_url, consumer="c1", max_attempts=1)
+def test_release_puts_the_job_back_first_without_counting_an_attempt(redis_url):
+    queue = ReliableQueue(redis_url, consumer="c1", max_attempts=1, max_strikes=1)
     queue.enqueue({"id": "j", "type": "abn_file"})
-    for _ in range(5):  # drained five times: never dead-lettered
+    for _ in range(5):  # drained five times before any progress: never a strike, never dead-lettered
         delivery = queue.claim(block_s=1)
-        assert delivery is not None and not delivery.reclaimed
+        assert delivery is not None and delivery.job_id == "j" and not delivery.reclaimed
+        queue.enqueue({"id": f"new-{_}", "type": "abn_file"})  # jobs never started wait behind it
         delivery.release()
     assert queue.dead_letters() == []
     assert queue.claim(block_s=1).job_id == "j"
+    other = ReliableQueue(redis_url, consumer="c2")
+    assert other.claim(block_s=1).job_id == "new-0"
 
 
 def test_failures_retry_then_dead_letter_with_the_error(redis_url):
@@ -156,7 +159,9 @@ def test_worker_preempted_while_holding_a_job_its_effect_appears_once(redis_url,
     assert first.returncode == (143 if how == "SIGTERM" else -signal.SIGKILL)
     queue = ReliableQueue(redis_url)
     if how == "SIGTERM":
-        assert queue.depth() == {"entries": 1, "pending": 0}  # released at once, not waiting for a timeout
+        # handed back at once (parked for the next consumer), not waiting for a visibility timeout
+        [parked] = queue.redis.xpending_range(queue.stream, queue.group, "-", "+", 10)
+        assert parked["consumer"] == RELEASED
 
     second = worker(
         redis_url, database_url, "--checkpoint-every", "200", "--visibility-timeout", "2", "--idle-timeout", "3"

@@ -65,6 +65,10 @@ return 1
 """
 
 
+RELEASED = "__released__"  # pseudo-consumer holding entries handed back by a drain
+_PARKED_IDLE_MS = 10**12
+
+
 def default_consumer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -148,9 +152,10 @@ class Delivery:
             pipe.execute()
 
     def release(self) -> None:
-        """Drain: put the job back at once for another consumer; no attempt is counted."""
+        """Drain: hand the job back at once, to be the next one any consumer takes (ahead of jobs
+        never started: interrupted work resumes first); no attempt is counted."""
         if self._finish():
-            self.queue._requeue(self)
+            self.queue._hand_back(self)
 
     def dead_letter(self, reason: str, error: str | None = None) -> None:
         """Give up on the job at once (e.g. no handler for its type)."""
@@ -228,6 +233,14 @@ class ReliableQueue:
         self.ensure_group()
         payload = json.dumps(job, sort_keys=True)
         return self._enqueue(keys=[self.stream, self.index_key], args=[str(job["id"]), payload, "1" if force else "0"])
+
+    def _hand_back(self, delivery: Delivery) -> None:
+        # Park the entry with an idle time far past any visibility timeout: the next claim()
+        # of any consumer reclaims it before reading new entries. JUSTID: no delivery counted.
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.meta_key(delivery.job_id), "released", "1")
+            pipe.xclaim(self.stream, self.group, RELEASED, 0, [delivery.entry_id], idle=_PARKED_IDLE_MS, justid=True)
+            pipe.execute()
 
     def _requeue(self, delivery: Delivery) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
@@ -313,7 +326,10 @@ class ReliableQueue:
             )
             return None
         meta_key = self.meta_key(str(job["id"]))
-        if reclaimed:
+        if reclaimed and self.redis.hget(meta_key, "released") == "1":
+            self.redis.hdel(meta_key, "released")  # handed back by a drain: not a crash
+            reclaimed = False
+        elif reclaimed:
             meta = self.redis.hgetall(meta_key)
             advanced = meta.get("progress", "0") != meta.get("claimed_progress", "0")
             strikes = 0 if advanced else int(meta.get("strikes", "0")) + 1
