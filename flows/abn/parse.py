@@ -106,25 +106,37 @@ class RecordError(ValueError):
         self.abn = abn
 
 
+# Text as the compact files hold it: nothing, or no whitespace at either end (anything else takes
+# the full path, which strips). TEXT may be empty, TEXT1 may not.
+_TEXT = rb"((?:[^<\s](?:[^<]*[^<\s])?)?)"
+_TEXT1 = rb"([^<\s](?:[^<]*[^<\s])?)"
 _FAST = re.compile(
     rb"\s*<ABR\s+recordLastUpdatedDate=\"(\d{8})\"\s+replaced=\"([YN])\"\s*>\s*"
     rb"<ABN\s+status=\"([A-Z]+)\"\s+ABNStatusFromDate=\"(\d{8})\"\s*>(\d{11})</ABN>\s*"
     rb"<EntityType>\s*<EntityTypeInd>([A-Z]+)</EntityTypeInd>\s*"
-    rb"(?:<EntityTypeText>([^<]*)</EntityTypeText>\s*)?</EntityType>\s*"
+    rb"(?:<EntityTypeText>" + _TEXT + rb"</EntityTypeText>\s*)?</EntityType>\s*"
     rb"(?:<MainEntity>\s*<NonIndividualName\s+type=\"MN\"\s*>\s*"
-    rb"<NonIndividualNameText>([^<]+)</NonIndividualNameText>\s*</NonIndividualName>\s*"
+    rb"<NonIndividualNameText>" + _TEXT1 + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*"
     rb"|<LegalEntity>\s*<IndividualName\s+type=\"LGL\"\s*>\s*(?:<NameTitle>[^<]*</NameTitle>\s*)?"
-    rb"(?:<GivenName>([^<]*)</GivenName>\s*)?(?:<GivenName>([^<]*)</GivenName>\s*)?"
-    rb"<FamilyName>([^<]+)</FamilyName>\s*</IndividualName>\s*)"
-    rb"<BusinessAddress>\s*<AddressDetails>\s*<State>([^<]*)</State>\s*<Postcode>([^<]*)</Postcode>\s*"
+    rb"(?:<GivenName>" + _TEXT + rb"</GivenName>\s*)?(?:<GivenName>" + _TEXT + rb"</GivenName>\s*)?"
+    rb"<FamilyName>" + _TEXT1 + rb"</FamilyName>\s*</IndividualName>\s*)"
+    rb"<BusinessAddress>\s*<AddressDetails>\s*<State>" + _TEXT + rb"</State>\s*<Postcode>" + _TEXT + rb"</Postcode>\s*"
     rb"</AddressDetails>\s*</BusinessAddress>\s*</(?:MainEntity|LegalEntity)>\s*"
-    rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>([^<]*)</ASICNumber>\s*)?"
+    rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>" + _TEXT + rb"</ASICNumber>\s*)?"
     rb"(?:<GST\s+status=\"([A-Z]+)\"\s+GSTStatusFromDate=\"(\d{8})\"\s*/>\s*)?",
 )
-_OTHER = re.compile(
+_OTHER_ELEMENT = (
     rb"\s*<(DGR|OtherEntity)(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*>\s*"
-    rb"<NonIndividualName\s+type=\"([A-Z]+)\"\s*>\s*<NonIndividualNameText>([^<]+)</NonIndividualNameText>\s*"
+    rb"<NonIndividualName\s+type=\"([A-Z]+)\"\s*>\s*<NonIndividualNameText>" + _TEXT1 + rb"</NonIndividualNameText>\s*"
     rb"</NonIndividualName>\s*</(?:DGR|OtherEntity)>\s*"
+)
+_OTHER = re.compile(_OTHER_ELEMENT)
+_OTHERS_ALL = re.compile(
+    rb"(?:"
+    + _OTHER_ELEMENT.replace(b"(DGR|OtherEntity)", b"(?:DGR|OtherEntity)")
+    .replace(b"(\\d{8})", b"\\d{8}")
+    .replace(b"([A-Z]+)", b"[A-Z]+")
+    + rb")*\s*"
 )
 
 
@@ -201,7 +213,7 @@ def _check_date(value: bytes | None) -> bytes | None:
     return value
 
 
-def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911, PLR0912  one exit per layout it declines
+def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per layout it declines
     """The regex path: the 17 data fields as bytes (dates as validated YYYYMMDD, `replaced` as
     b"t"/b"f", other names as JSON), or None when the record is not in the usual layout or not
     valid (the full path then decides, and gives the reject reason)."""
@@ -215,59 +227,83 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911, PLR0912  one exi
             return None
     (updated, replaced, status, status_from, abn, code, code_text, main_name, given1, given2, family,
      state, postcode, asic, gst, gst_from) = match.groups()  # fmt: skip
-    # What follows GST: the DGR and OtherEntity elements, then the closing </ABR>.
-    rest = raw[match.end() : -len(_END)]
+    if (sum(map(mul, WEIGHTS, abn)) - _CHECKSUM_OFFSET) % 89:
+        return None  # the full path produces the reject with its reason
+    # What follows GST: the DGR and OtherEntity elements (then the closing </ABR>, if given).
+    rest = raw[match.end() : len(raw) - len(_END) if raw.endswith(_END) else len(raw)]
+    # The regex took texts only without whitespace at their ends: without an entity they are final
+    # as they are; with one they are unescaped (and checked: an undefined entity is malformed).
+    plain = b"&" not in raw
+    text = _plain if plain else _b
     try:
         others = b"[]"
         dgr_from = None
         if rest and not rest.isspace():
-            items: list[tuple[str, str]] = []
-            pos = 0
-            for other in _OTHER.finditer(rest):
-                if other.start() != pos:
-                    return None
-                pos = other.end()
-                if other.group(1) == b"DGR":
-                    if dgr_from is None and other.group(2):
-                        dgr_from = other.group(2)
-                elif other.group(2):
-                    return None
-                items.append((other.group(3).decode(), _s(other.group(4)) or ""))
-            if pos != len(rest) and not rest[pos:].isspace():
+            others, dgr_from = _others(rest, plain)
+            if others is None:
                 return None
-            others = other_names_json(items).encode()
-        if (sum(map(mul, WEIGHTS, abn)) - _CHECKSUM_OFFSET) % 89:
-            return None  # the full path produces the reject with its reason
         if main_name is not None:
-            name = _b(main_name)
+            name = text(main_name)
             given_names = family_name = None
         else:
-            given_names = b" ".join(g for g in (_b(given1), _b(given2)) if g) or None
-            family_name = _b(family)
+            given_names = b" ".join(g for g in (text(given1), text(given2)) if g) or None
+            family_name = text(family)
             name = given_names + b" " + family_name if given_names and family_name else family_name
         if not name:
             return None
+        dates = _VALID_DATES
+        for date in (status_from, gst_from, dgr_from, updated):
+            if date is not None and date not in dates:
+                _check_date(date)
         return (
             abn,
             status,
-            _check_date(status_from),
+            status_from,
             code,
-            _b(code_text),
+            text(code_text),
             name,
             given_names,
             family_name,
-            _b(state),
-            _b(postcode),
+            text(state),
+            text(postcode),
             gst,
-            _check_date(gst_from),
-            _b(asic),
-            _check_date(dgr_from),
+            gst_from,
+            text(asic),
+            dgr_from,
             others,
-            _check_date(updated),
+            updated,
             b"t" if replaced == b"Y" else b"f",
         )
     except (RecordError, _NotXml, UnicodeDecodeError):
         return None
+
+
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+
+
+def _plain(value: bytes | None) -> bytes | None:
+    return value or None
+
+
+def _others(rest: bytes, plain: bool) -> tuple[bytes | None, bytes | None]:
+    """DGR and OtherEntity names as JSON bytes, and the first DGR date; (None, None) when the
+    elements are not in the usual layout."""
+    if _OTHERS_ALL.fullmatch(rest) is None:
+        return None, None
+    items = _OTHER.findall(rest)  # (element, DGR date, name type, name)
+    dgr_from = None
+    for element, date, _kind, _name in items:
+        if element == b"DGR":
+            if dgr_from is None and date:
+                dgr_from = date
+        elif date:
+            return None, None  # a date on an OtherEntity: let the full path decide
+    if plain and not any(b'"' in n or b"\\" in n or _CONTROL.search(n) for _, _, _, n in items):
+        return b"[" + b", ".join(
+            b'{"type": "' + t + b'", "name": "' + n + b'"}' for _, _, t, n in items
+        ) + b"]", dgr_from
+    names = [(t.decode(), (n if plain else (_b(n) or b"")).decode()) for _, _, t, n in items]
+    return other_names_json(names).encode(), dgr_from
 
 
 def _fast(index: int, raw: bytes) -> Record | None:
@@ -295,7 +331,7 @@ def _text(element) -> str | None:
 def _full(index: int, raw: bytes) -> Record:
     """Parse one record with lxml; raise RecordError with the reject reason."""
     try:
-        abr = etree.fromstring(raw.strip(), parser=_PARSER)
+        abr = etree.fromstring((raw if raw.rstrip().endswith(_END) else raw + _END).strip(), parser=_PARSER)
     except etree.XMLSyntaxError as exc:
         raise RecordError(f"malformed XML: {exc.msg}") from None
     if abr.tag != "ABR":
@@ -377,8 +413,9 @@ def parse_record(index: int, raw: bytes) -> Record | Reject:
         return Reject(index=index, abn=exc.abn, reason=exc.reason)
 
 
-def iter_raw_records(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """Yield the bytes of each ABR element of an extract, reading `block_size` at a time."""
+def iter_raw_blocks(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator[list[bytes]]:
+    """Yield the ABR elements of an extract a block at a time (`block_size` bytes read at once),
+    each as its bytes up to but without the closing `</ABR>` (no copy per record)."""
     buffer = b""
     started = False
     while True:
@@ -399,11 +436,9 @@ def iter_raw_records(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterato
         cut = buffer.rfind(_END)
         if cut < 0:
             continue
-        cut += len(_END)
         pieces = buffer[:cut].split(_END)
-        buffer = buffer[cut:]
-        for piece in pieces[:-1]:
-            yield piece + _END
+        buffer = buffer[cut + len(_END) :]
+        yield pieces
     tail = buffer.strip()
     if not started:
         if b"<Transfer" in tail:
@@ -415,21 +450,10 @@ def iter_raw_records(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterato
         )
 
 
-def iter_copy_fields(
-    stream: IO[bytes], skip: int = 0, block_size: int = BLOCK_SIZE
-) -> Iterator[tuple[int, tuple | None, Record | Reject | None]]:
-    """Like iter_records, for writers that want bytes: yields (index, fields, None) from the fast
-    path (`fields` as `_fast_fields` returns them), or (index, None, Record | Reject)."""
-    for index, raw in enumerate(iter_raw_records(stream, block_size)):
-        if index >= skip:
-            fields = _fast_fields(raw)
-            if fields is not None:
-                yield index, fields, None
-            else:
-                try:
-                    yield index, None, _full(index, raw)
-                except RecordError as exc:
-                    yield index, None, Reject(index=index, abn=exc.abn, reason=exc.reason)
+def iter_raw_records(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    """Yield each ABR element's bytes (without the closing `</ABR>`; the parsers take either)."""
+    for pieces in iter_raw_blocks(stream, block_size):
+        yield from pieces
 
 
 def iter_records(stream: IO[bytes], skip: int = 0, block_size: int = BLOCK_SIZE) -> Iterator[Record | Reject]:

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
+import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from flows.abn.parse import Record, Reject, iter_copy_fields, iter_records
+from flows.abn.parse import Record, Reject, _fast_fields, iter_raw_blocks, parse_record
 from flows.abn.sources import JOB_TYPE, FileJob, open_xml
 from flows.abn.store import Batch, Counts, PostgresWriter, SqliteWriter, copy_from_fields, copy_lines, sqlite_rows
 from flows.runtime.ledger import Ledger
@@ -78,23 +82,31 @@ class Progress:
 
 
 def produce_batches(
-    job: FileJob, skip: int, batch_size: int, fmt: str, cache_dir: Path | None = None
+    job: FileJob,
+    skip: int,
+    batch_size: int,
+    fmt: str,
+    cache_dir: Path | None = None,
+    stride: int = 1,
+    slot: int = 0,
 ) -> Iterator[Batch]:
     """Parse the job's file from record `skip` on, in batches of `batch_size` records, formatted
-    for the writer: COPY text (fmt "copy", PostgreSQL) or parameter rows (fmt "rows", SQLite)."""
+    for the writer: COPY text (fmt "copy", PostgreSQL) or parameter rows (fmt "rows", SQLite).
+
+    With `stride` parsers on one file, this one parses batches number slot, slot+stride, ... and
+    only cuts the records of the others out of the stream (cheap) without parsing them."""
     fast: list[tuple] = []  # fast-path field tuples (copy)
     records: list[Record] = []  # full-path records (copy) or every record (rows)
     rejects: list[tuple[str, int, str | None, str]] = []
-    first = end = skip
 
-    def emit() -> Batch:
-        superseded = _drop_superseded(fast, records)
+    def emit(first: int, end: int) -> Batch:
+        # PostgreSQL sorts out duplicate ABNs within a batch in SQL; SQLite's writer needs them gone.
+        superseded = _drop_superseded(fast, records) if fmt == "rows" else 0
         batch = Batch(
             first=first, end=end, valid=len(fast) + len(records), superseded=superseded, rejects=list(rejects)
         )
         if fmt == "copy":
             batch.copy_data = copy_from_fields(fast, job.name) + copy_lines(records, job.name)
-            batch.abns = b",".join([f[0] for f in fast] + [r[0].encode() for r in records])
         else:
             batch.rows = sqlite_rows(records, job.name)
         fast.clear()
@@ -102,32 +114,38 @@ def produce_batches(
         rejects.clear()
         return batch
 
+    pending: int | None = None  # number of the own batch being filled
+    index = 0  # index of the first record of the block
     with open_xml(job, cache_dir) as stream:
-        if fmt == "copy":
-            for index, fields, item in iter_copy_fields(stream, skip=skip):
-                if fields is not None:
-                    fast.append(fields)
-                elif isinstance(item, Reject):
-                    rejects.append((job.name, index, item.abn, item.reason))
-                else:
-                    records.append(item)
-                end = index + 1
-                if end - first >= batch_size:
-                    yield emit()
-                    first = end
-        else:
-            for item in iter_records(stream, skip=skip):
-                if isinstance(item, Reject):
-                    rejects.append((job.name, item.index, item.abn, item.reason))
-                    end = item.index + 1
-                else:
-                    records.append(item)
-                    end = item[-1] + 1
-                if end - first >= batch_size:
-                    yield emit()
-                    first = end
-    if end > first:
-        yield emit()
+        for block in iter_raw_blocks(stream):
+            size, pos = len(block), 0
+            while pos < size:
+                if index + pos < skip:
+                    pos = min(size, skip - index)
+                    continue
+                number = (index + pos - skip) // batch_size
+                batch_end = skip + (number + 1) * batch_size  # index after the batch's last record
+                span_end = min(size, batch_end - index)
+                if number % stride == slot:  # ours: parse; the others' records are only counted
+                    pending = number
+                    for at in range(pos, span_end):
+                        raw = block[at]
+                        fields = _fast_fields(raw) if fmt == "copy" else None
+                        if fields is not None:
+                            fast.append(fields)
+                            continue
+                        item = parse_record(index + at, raw)
+                        if isinstance(item, Reject):
+                            rejects.append((job.name, index + at, item.abn, item.reason))
+                        else:
+                            records.append(item)
+                    if index + span_end == batch_end:
+                        yield emit(batch_end - batch_size, batch_end)
+                        pending = None
+                pos = span_end
+            index += size
+    if pending is not None:
+        yield emit(skip + pending * batch_size, index)
 
 
 def _drop_superseded(fast: list[tuple], records: list[Record]) -> int:
@@ -167,19 +185,36 @@ def _producer_main(spec: dict[str, Any]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    out = sys.stdout.buffer
     job = FileJob(**spec["job"])
     cache_dir = Path(spec["cache_dir"]) if spec.get("cache_dir") else None
+    # A writer thread sends frames while this one parses the next batch (writes release the GIL).
+    outbox: queue.Queue[Any] = queue.Queue(maxsize=1)
+    writer = threading.Thread(target=_send_frames, args=(outbox, sys.stdout.buffer), daemon=True)
+    writer.start()
+    status = 0
     try:
-        for batch in produce_batches(job, spec["skip"], spec["batch_size"], spec["fmt"], cache_dir):
-            _write_frame(out, batch)
-    except BrokenPipeError:
-        return 0
+        batches = produce_batches(
+            job, spec["skip"], spec["batch_size"], spec["fmt"], cache_dir, spec.get("stride", 1), spec.get("slot", 0)
+        )
+        for batch in batches:
+            outbox.put(batch)
+        outbox.put(None)
     except Exception as exc:
-        _write_frame(out, {"error": f"{type(exc).__name__}: {exc}"})
-        return 1
-    _write_frame(out, None)
-    return 0
+        outbox.put({"error": f"{type(exc).__name__}: {exc}"})
+        status = 1
+    writer.join()
+    return status
+
+
+def _send_frames(outbox: queue.Queue, out: IO[bytes]) -> None:
+    while True:
+        obj = outbox.get()
+        try:
+            _write_frame(out, obj)
+        except BrokenPipeError:  # the owner stopped reading (it is done, or terminating)
+            os._exit(0)
+        if obj is None or isinstance(obj, dict):
+            return
 
 
 def _write_frame(out: IO[bytes], obj: Any) -> None:
@@ -206,29 +241,55 @@ class ProducerError(RuntimeError):
 
 @contextlib.contextmanager
 def parser_process(
-    job: FileJob, skip: int, batch_size: int, fmt: str, cache_dir: Path | None = None
+    job: FileJob, skip: int, batch_size: int, fmt: str, cache_dir: Path | None = None, parsers: int = 1
 ) -> Iterator[Iterator[Batch]]:
-    """Run produce_batches in a helper process; yields an iterator over its batches."""
-    spec = {
-        "job": job.__dict__,
-        "skip": skip,
-        "batch_size": batch_size,
-        "fmt": fmt,
-        "cache_dir": str(cache_dir) if cache_dir else None,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.abn.pipeline", "produce", json.dumps(spec)],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        bufsize=1 << 20,
-    )
-    assert proc.stdout is not None
+    """Run produce_batches in `parsers` helper processes (batch n is parsed by helper n % parsers)
+    and yield an iterator over the batches, in file order."""
+    procs = []
+    for slot in range(parsers):
+        spec = {
+            "job": job.__dict__,
+            "skip": skip,
+            "batch_size": batch_size,
+            "fmt": fmt,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+            "stride": parsers,
+            "slot": slot,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "flows.abn.pipeline", "produce", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                bufsize=1 << 20,
+            )
+        )
+
+    def frame(proc: subprocess.Popen) -> Any:
+        size = _FRAME.unpack(_read_exact(proc.stdout, _FRAME.size))[0]
+        return pickle.loads(_read_exact(proc.stdout, size))  # noqa: S301  (our own child process)
+
+    def read_ahead(inbox: queue.Queue) -> None:
+        # Reads frames in file order while the owner writes the previous batch (reads release the GIL).
+        try:
+            for number in itertools.count():
+                obj = frame(procs[number % parsers])
+                inbox.put(obj)
+                if obj is None or isinstance(obj, dict):
+                    return
+        except (EOFError, OSError, ValueError) as exc:
+            inbox.put(exc)
+
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=2)
+    threading.Thread(target=read_ahead, args=(inbox,), daemon=True).start()
 
     def frames() -> Iterator[Batch]:
         while True:
-            obj = pickle.loads(_read_exact(proc.stdout, _FRAME.unpack(_read_exact(proc.stdout, _FRAME.size))[0]))  # noqa: S301  (our own child process)
-            if obj is None:
+            obj = inbox.get()
+            if obj is None:  # the file ended
                 return
+            if isinstance(obj, BaseException):
+                raise obj
             if isinstance(obj, dict):
                 raise ProducerError(obj["error"])
             yield obj
@@ -236,13 +297,26 @@ def parser_process(
     try:
         yield frames()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.wait()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
 
 
 # -- ingesting one file (the transaction side) -----------------------------------------------------
+
+
+def default_parsers(job: FileJob) -> int:
+    """Two parser processes for a file on disk (each reads it, parses every other batch: parsing
+    is what limits the rate); one for a streamed URL or a generated fixture, read only once.
+    AGENCY_OS_PARSERS overrides it."""
+    if os.environ.get("AGENCY_OS_PARSERS"):
+        return max(1, int(os.environ["AGENCY_OS_PARSERS"]))
+    streamed = job.source.startswith("fixture://") or (
+        job.source.startswith(("http://", "https://")) and job.member is None
+    )
+    return 1 if streamed else 2
 
 
 def ingest_file(
@@ -253,6 +327,7 @@ def ingest_file(
     owner: str | None = None,
     term: Termination = termination,
     parallel: bool = True,
+    parsers: int | None = None,
     cache_dir: Path | None = None,
     on_batch: Callable[[FileJob, Batch], None] | None = None,
     after_commit: Callable[[FileJob, Batch], None] | None = None,
@@ -273,7 +348,7 @@ def ingest_file(
     started = time.monotonic()
     records_this_run = 0
     source = (
-        parser_process(job, lease.progress, checkpoint_every, writer.format, cache_dir)
+        parser_process(job, lease.progress, checkpoint_every, writer.format, cache_dir, parsers or default_parsers(job))
         if parallel
         else contextlib.nullcontext(produce_batches(job, lease.progress, checkpoint_every, writer.format, cache_dir))
     )
