@@ -213,12 +213,17 @@ def _check_date(value: bytes | None) -> bytes | None:
     return value
 
 
+NULL = b"\\N"  # PostgreSQL COPY's NULL: the fast path's tuples are ready for COPY as they are
+
+
 def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per layout it declines
-    """The regex path: the 17 data fields as bytes (dates as validated YYYYMMDD, `replaced` as
-    b"t"/b"f", other names as JSON), or None when the record is not in the usual layout or not
-    valid (the full path then decides, and gives the reject reason)."""
+    """The regex path: the 17 data fields as bytes ready for COPY (NULL for a missing value, dates
+    as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON), or None when the record
+    is not in the usual layout or not valid (the full path then decides, and gives the reject
+    reason). A record with a backslash, tab or line break anywhere takes the full path, so no
+    value here ever needs COPY escaping."""
     match = _FAST.match(raw)
-    if match is None:
+    if match is None or b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\r" in raw:
         return None
     if not raw.isascii():
         try:
@@ -238,7 +243,7 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per lay
     try:
         others = b"[]"
         dgr_from = None
-        if rest and not rest.isspace():
+        if rest:
             others, dgr_from = _others(rest, plain)
             if others is None:
                 return None
@@ -258,18 +263,18 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per lay
         return (
             abn,
             status,
-            status_from,
+            status_from or NULL,
             code,
-            text(code_text),
+            text(code_text) or NULL,
             name,
-            given_names,
-            family_name,
-            text(state),
-            text(postcode),
-            gst,
-            gst_from,
-            text(asic),
-            dgr_from,
+            given_names or NULL,
+            family_name or NULL,
+            text(state) or NULL,
+            text(postcode) or NULL,
+            gst or NULL,
+            gst_from or NULL,
+            text(asic) or NULL,
+            dgr_from or NULL,
             others,
             updated,
             b"t" if replaced == b"Y" else b"f",
@@ -311,7 +316,7 @@ def _fast(index: int, raw: bytes) -> Record | None:
     fields = _fast_fields(raw)
     if fields is None:
         return None
-    values = [None if v is None else v.decode() for v in fields[:14]]
+    values = [None if v == NULL else v.decode() for v in fields[:14]]
     for i in (2, 11, 13):
         if values[i] is not None:
             values[i] = _VALID_DATES[fields[i]]

@@ -143,35 +143,12 @@ def copy_lines(records: list[Record], source_file: str) -> bytes:
 
 
 def copy_from_fields(fields_list: list[tuple], source_file: str) -> bytes:
-    """COPY text from fast-path field tuples (bytes values, None for NULL)."""
-    suffix = b"\t" + source_file.encode()
-    lines = [b"\t".join([b"\\N" if v is None else v for v in f]) + suffix for f in fields_list]
-    data = b"\n".join(lines)
-    nulls = sum(f.count(None) for f in fields_list)
-    clean = (
-        data.count(b"\\") == nulls
-        and data.count(b"\t") == _DATA_COLUMNS * len(fields_list)
-        and data.count(b"\n") == max(len(fields_list) - 1, 0)
-        and b"\r" not in data
-        and not _COPY_SPECIAL.search(source_file)
-    )
-    if not clean:
-        esc = source_file.encode()
-        esc = esc.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-        lines = [
-            b"\t".join(
-                [
-                    b"\\N"
-                    if v is None
-                    else v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-                    for v in f
-                ]
-                + [esc]
-            )
-            for f in fields_list
-        ]
-        data = b"\n".join(lines)
-    return data + b"\n" if fields_list else b""
+    """COPY text from fast-path field tuples (their values never need escaping, see
+    flows.abn.parse._fast_fields)."""
+    if not fields_list:
+        return b""
+    suffix = b"\t" + _copy_escape(source_file).encode()
+    return b"\n".join([b"\t".join(f) + suffix for f in fields_list]) + b"\n"
 
 
 def sqlite_rows(records: list[Record], source_file: str) -> list[tuple]:
