@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from flows.abn_fixture import generate
 from flows.bulk_worker import ATTEMPTED_KEY
 from flows.runtime.ledger import normalize_url
+from flows.runtime.prefect_rest import prefect_http
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_LABEL = "agency-os.role=spot-node"
@@ -122,7 +123,7 @@ class Drill:
     def __init__(self, config: Config):
         self.c = config
         self.rng = random.Random(config.seed)
-        self.http = httpx.Client(base_url=config.api_url, timeout=30)
+        self.http = prefect_http(config.api_url)
         self.engine = sa.create_engine(normalize_url(config.database_url), pool_pre_ping=True)
         self.redis = redis.Redis.from_url(config.redis_url, decode_responses=True)
         self.preemptions: list[Preemption] = []

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from flows.runtime.prefect_rest import prefect_http
+
 from services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +71,7 @@ class Prefect:
 
     def __init__(self, api: str):
         self.api = api
-        self.http = httpx.Client(base_url=api, timeout=30)
+        self.http = prefect_http(api)
 
     def env(self, **extra: str) -> dict[str, str]:
         home = Path(tempfile.mkdtemp(prefix="agency-os-prefect-client-"))

@@ -18,12 +18,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from flows.runtime.prefect_rest import prefect_http
 
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -61,24 +60,11 @@ def _db(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).replace(tzinfo=None).strftime(_DB_FORMAT)
 
 
-class _Retry503(httpx.HTTPTransport):
-    """The server answers 503 while SQLite is busy (its own background services write too): retry."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for _ in range(20):
-            response = super().handle_request(request)
-            if response.status_code != 503:
-                return response
-            response.read()
-            time.sleep(0.25)
-        return response
-
-
 class History:
     """Pools, flows, deployments and backdated flow runs on a Prefect server."""
 
     def __init__(self, api: str):
-        self.http = httpx.Client(base_url=api, timeout=30, transport=_Retry503())
+        self.http = prefect_http(api)
         home = self.http.get("/admin/settings").raise_for_status().json()["home"]
         self.db = Path(home) / "prefect.db"
         if not self.db.exists():

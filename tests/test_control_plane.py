@@ -8,7 +8,9 @@ prefect_work_pools) and playbooks/tag_flows.yml (role prefect_deployments), run 
   before the cutover, the pool of the placement Variable after it; a rerun never moves them back),
   and deployments defined elsewhere get their tier's tags while their other tags survive;
 * the crash-reschedule automation reschedules a crashed interruptible run until its run count
-  passes the cap, then leaves it Crashed.
+  passes the cap, then leaves it Crashed;
+* the zombie and stalled-submission automations (with short windows) crash a silent run and
+  reschedule a submission whose worker vanished, for interruptible runs only.
 
 One Prefect server for the module; the tests build on each other through module fixtures.
 """
@@ -31,6 +33,7 @@ import pytest
 
 from flows.catalog import load_catalog
 from flows.deploy import bulk_base_job_template, default_process_template
+from flows.runtime.prefect_rest import prefect_http
 
 from prefect_harness import VENV_BIN, prefect_server
 
@@ -43,6 +46,7 @@ REALTIME_POOL = CATALOG.tiers["realtime"].work_pool
 BULK_POOL, BULK_QUEUE = CATALOG.spot_pool, CATALOG.tiers["bulk"].work_queue
 ZOMBIE = "agency-os: crash zombie flow runs"
 RESCHEDULE = "agency-os: reschedule crashed interruptible runs"
+STALLED = "agency-os: reschedule stalled submissions"
 
 
 @dataclass
@@ -102,7 +106,7 @@ def api() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def rest(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with prefect_http(api) as client:
         yield client
 
 
@@ -145,7 +149,7 @@ def deployed(api: str, rest: httpx.Client, pools: Run) -> Run:
 
 def test_check_mode_on_a_fresh_server_shows_the_plan_and_creates_nothing(api, rest):
     plan = playbook(api, "register_pools", "--check", "--diff")
-    assert plan.changed == 5, plan.changed_tasks()  # 2 pools, the queue, 2 automations
+    assert plan.changed == 6, plan.changed_tasks()  # 2 pools, the queue, 3 automations
     bulk = plan.task("Register the bulk pool")["diff"]["after"]
     assert bulk["name"] == BULK_POOL
     assert bulk["base_job_template"] == bulk_base_job_template(heartbeat_seconds=30)
@@ -161,7 +165,11 @@ def test_check_mode_on_a_fresh_server_shows_the_plan_and_creates_nothing(api, re
         "abn_bulk_ingestion/abn_bulk_ingestion",
         "bulk_worker/bulk_worker",
     }
-    assert {r["diff"]["after"]["work_pool_name"] for r in registered["results"]} == {REALTIME_POOL}
+    pools_after = {
+        r["diff"]["after"]["deployment"]: r["diff"]["after"]["work_pool_name"] for r in registered["results"]
+    }
+    # Where each flow runs today: abn_bulk_ingestion still on Railway, bulk_worker born on spot.
+    assert pools_after == {"abn_bulk_ingestion/abn_bulk_ingestion": REALTIME_POOL, "bulk_worker/bulk_worker": BULK_POOL}
 
     assert _names(rest, "/work_pools/filter") == []
     assert _names(rest, "/automations/filter") == []
@@ -170,7 +178,7 @@ def test_check_mode_on_a_fresh_server_shows_the_plan_and_creates_nothing(api, re
 
 
 def test_register_pools_creates_pools_queue_and_automations_then_changes_nothing(api, rest, pools):
-    assert pools.changed == 5, pools.changed_tasks()
+    assert pools.changed == 6, pools.changed_tasks()
 
     realtime = rest.get(f"/work_pools/{REALTIME_POOL}").raise_for_status().json()
     assert realtime["type"] == "process"
@@ -204,7 +212,12 @@ def test_register_pools_creates_pools_queue_and_automations_then_changes_nothing
     assert again.changed == 0, again.changed_tasks()
     check = playbook(api, "register_pools", "--check", "--diff")
     assert check.changed == 0, check.changed_tasks()
-    assert _names(rest, "/automations/filter") == sorted([ZOMBIE, RESCHEDULE])
+    stalled = _automation(rest, STALLED)
+    assert stalled["trigger"]["after"] == ["prefect.flow-run.Submitting", "prefect.flow-run.Pending"]
+    assert "prefect.flow-run.Running" in stalled["trigger"]["expect"]
+    assert stalled["trigger"]["within"] == 120.0  # inventories/local: prefect_work_pools_stall_seconds
+    assert stalled["trigger"]["match_related"] == reschedule["trigger"]["match_related"]
+    assert _names(rest, "/automations/filter") == sorted([ZOMBIE, RESCHEDULE, STALLED])
 
 
 def test_tag_flows_deploys_to_the_realtime_pool_before_cutover_and_fixes_foreign_tags(api, rest, deployed):
@@ -216,8 +229,8 @@ def test_tag_flows_deploys_to_the_realtime_pool_before_cutover_and_fixes_foreign
     assert [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in abn["schedules"]] == [
         ("0 3 * * 0", "Australia/Sydney", True)
     ]
-    worker = _deployment(rest, "bulk_worker", "bulk_worker")
-    assert (worker["work_pool_name"], worker["work_queue_name"]) == (REALTIME_POOL, "default")
+    worker = _deployment(rest, "bulk_worker", "bulk_worker")  # current_infra: spot in the catalog
+    assert (worker["work_pool_name"], worker["work_queue_name"]) == (BULK_POOL, BULK_QUEUE)
 
     # Tier tags fixed, everything else kept, in order.
     assert _deployment(rest, "webhook_handlers", "stripe")["tags"] == [
@@ -253,22 +266,26 @@ def test_tag_flows_deploys_to_the_realtime_pool_before_cutover_and_fixes_foreign
 
 
 def test_a_rerun_keeps_each_flow_where_the_cutover_put_it(api, rest, deployed):
-    # The cutover of abn_bulk_ingestion: the deployment moved and the placement recorded.
-    placement = {"work_pool": BULK_POOL, "work_queue": BULK_QUEUE}
+    # The cutover of abn_bulk_ingestion: the deployment moved and the placement recorded. bulk_worker
+    # (born on spot) was rolled back: its recorded placement is the realtime pool, not moved yet.
     abn = _deployment(rest, "abn_bulk_ingestion", "abn_bulk_ingestion")
     rest.patch(f"/deployments/{abn['id']}", json={"work_pool_name": BULK_POOL, "work_queue_name": BULK_QUEUE})
-    for spec in ("abn_bulk_ingestion", "bulk_worker"):  # bulk_worker: recorded, not moved yet
+    placements = {
+        "abn_bulk_ingestion": {"work_pool": BULK_POOL, "work_queue": BULK_QUEUE},
+        "bulk_worker": {"work_pool": REALTIME_POOL, "work_queue": "default"},
+    }
+    for spec, placement in placements.items():
         key = CATALOG.get(spec).placement_key
         rest.post("/variables/", json={"name": key, "value": placement}).raise_for_status()
 
     run = playbook(api, "tag_flows", "--diff")
     items = {r["item"]["key"]: r for r in run.task("Register each deployment")["results"]}
     assert not items["abn_bulk_ingestion"]["changed"]  # not moved back to the realtime pool
-    assert items["bulk_worker"]["changed"]
-    assert items["bulk_worker"]["diff"]["before"]["work_pool_name"] == REALTIME_POOL
-    for flow in ("abn_bulk_ingestion", "bulk_worker"):
+    assert items["bulk_worker"]["changed"]  # the recorded placement wins over the catalog's current_infra
+    assert items["bulk_worker"]["diff"]["before"]["work_pool_name"] == BULK_POOL
+    for flow, placement in placements.items():
         dep = _deployment(rest, flow, flow)
-        assert (dep["work_pool_name"], dep["work_queue_name"]) == (BULK_POOL, BULK_QUEUE)
+        assert (dep["work_pool_name"], dep["work_queue_name"]) == (placement["work_pool"], placement["work_queue"])
     assert len(_deployment(rest, "abn_bulk_ingestion", "abn_bulk_ingestion")["schedules"]) == 1
 
 
@@ -352,5 +369,26 @@ def test_a_bulk_run_whose_heartbeats_stop_is_crashed_then_rescheduled(rest, pool
         assert crashed, states
         assert "no heartbeat" in crashed[0]["message"]
         assert _run(rest, runs["realtime"]["id"])["state_name"] == "Running"  # not interruptible: not watched
+    finally:
+        rest.delete(f"/automations/{drill_id}")
+
+
+def test_a_bulk_run_whose_worker_vanished_while_submitting_is_rescheduled(rest, pools):
+    # The role's stalled-submission automation with a 10 s window (the smallest Prefect accepts).
+    stalled = _automation(rest, STALLED)
+    trigger = {k: v for k, v in stalled["trigger"].items() if k != "id"}
+    drill = {"name": "test: stalled drill", "trigger": {**trigger, "within": 10}, "actions": stalled["actions"]}
+    drill_id = rest.post("/automations/", json=drill).raise_for_status().json()["id"]
+    try:
+        bulk = _external(rest, "stall_drill", "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
+        realtime = _external(rest, "stall_drill", "realtime", ["tier:realtime"])
+        runs = {}
+        for name, dep in (("bulk", bulk), ("realtime", realtime)):
+            run = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()
+            _set_state(rest, run["id"], "PENDING")  # a worker took it, then its node was reclaimed
+            runs[name] = run
+        run = _wait_state(rest, runs["bulk"]["id"], "AwaitingRetry", timeout=40)
+        assert run["run_count"] == 0
+        assert _run(rest, runs["realtime"]["id"])["state_name"] == "Pending"  # not interruptible: left alone
     finally:
         rest.delete(f"/automations/{drill_id}")

@@ -105,7 +105,8 @@ def test_passes_after_a_week_on_spot_and_prints_the_checklist(cutover: dict[str,
     assert "Railway bulk compute can be decommissioned. Checklist (from flows/catalog.yml):" in out
     catalog = load_catalog()
     for spec in catalog.by_tier("bulk"):  # every flow that leaves Railway is on the checklist
-        assert f"[ ] {spec.name}: " in out
+        assert (f"[ ] {spec.name}: " in out) == (spec.current_infra == "railway"), spec.name
+    assert "[ ] bulk_worker: " not in out  # born on spot: nothing to stop on Railway
     assert (
         "[ ] abn_bulk_ingestion: stop running it on Railway; it runs on bulk-processing/bulk (4 completed runs" in out
     )

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from flows.runtime.prefect_rest import prefect_http
 
 from prefect_harness import prefect_server
 from prefect_history import History, ansible_playbook, hours, minutes, steps
@@ -111,7 +112,7 @@ def flows_by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_seeded_times_read_back_through_rest(seeded: dict[str, Any]) -> None:
-    http = httpx.Client(base_url=seeded["api"])
+    http = prefect_http(seeded["api"])
     run = http.get(f"/flow_runs/{seeded['runs']['preempted']}").raise_for_status().json()
     due = seeded["now"] - dt.timedelta(days=6)
 

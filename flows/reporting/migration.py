@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 
 from flows.catalog import Catalog, FlowSpec, load_catalog
+from flows.runtime.prefect_rest import prefect_http
 
 FINAL_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 UNFINISHED_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
@@ -97,7 +98,7 @@ class PrefectAPI:
     def __init__(self, api_url: str, api_key: str | None = None, timeout: float = 30, verify: bool = True):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.api_url = api_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, verify=verify)
+        self.http = prefect_http(self.api_url, headers=headers, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self.http.close()

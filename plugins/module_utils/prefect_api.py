@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
+import time
 from fnmatch import fnmatchcase
 from urllib.error import HTTPError
 from urllib.parse import quote
@@ -24,6 +26,10 @@ PAGE = 200  # the server's default maximum page size for /filter endpoints
 DEFAULT_MANAGED_TAGS = ("tier:*", "infra:*", "interruptible")
 # Keys of an event trigger that the server stores as sets (it returns them in any order).
 _SET_VALUED_KEYS = frozenset({"after", "expect", "for_each"})
+# Answers a client may retry, as Prefect's own client does: the server answers 503 when the request
+# failed on a retryable error (SQLite busy, a lost database connection), proxies 502/408, Cloud 429.
+RETRY_STATUS = frozenset({408, 429, 502, 503})
+RETRIES = 6  # about 24 s of backoff at most
 
 
 def prefect_argument_spec(**options):
@@ -68,6 +74,14 @@ def _detail(raw):
     return json.dumps(data)[:300]
 
 
+def _backoff(attempt, retry_after=None):
+    """Seconds to wait before retry number `attempt` + 1: the server's Retry-After, else exponential."""
+    try:
+        return min(16.0, max(0.0, float(retry_after)))
+    except (TypeError, ValueError):
+        return min(8.0, 0.5 * 2**attempt) * random.uniform(0.8, 1.2)
+
+
 class PrefectClient:
     """The few calls of the Prefect 3 REST API (under /api) the modules make."""
 
@@ -93,28 +107,33 @@ class PrefectClient:
             headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        try:
-            resp = open_url(
-                url,
-                data=data,
-                headers=headers,
-                method=method,
-                timeout=self.timeout,
-                validate_certs=self.validate_certs,
-                follow_redirects="safe",
-            )
-            raw = resp.read()
-        except HTTPError as exc:
-            raw = exc.read() if hasattr(exc, "read") else b""
-            if exc.code == 404 and missing_ok:
-                return None
-            raise PrefectAPIError(self._refusal(method, path, exc.code, raw), exc.code, raw) from None
-        except (UrlsConnectionError, OSError) as exc:  # URLError, refused, timeouts, TLS
-            reason = getattr(exc, "reason", None) or exc
-            raise PrefectAPIError(
-                f"Prefect API not reachable at {self.api_url}: {reason}. Is the Prefect server running? "
-                "api_url (prefect_api_url) must be the API root, e.g. http://127.0.0.1:4200/api"
-            ) from None
+        for attempt in range(RETRIES + 1):
+            try:
+                resp = open_url(
+                    url,
+                    data=data,
+                    headers=headers,
+                    method=method,
+                    timeout=self.timeout,
+                    validate_certs=self.validate_certs,
+                    follow_redirects="safe",
+                )
+                raw = resp.read()
+                break
+            except HTTPError as exc:
+                raw = exc.read() if hasattr(exc, "read") else b""
+                if exc.code == 404 and missing_ok:
+                    return None
+                if exc.code in RETRY_STATUS and attempt < RETRIES:
+                    time.sleep(_backoff(attempt, exc.headers.get("Retry-After") if exc.headers else None))
+                    continue
+                raise PrefectAPIError(self._refusal(method, path, exc.code, raw), exc.code, raw) from None
+            except (UrlsConnectionError, OSError) as exc:  # URLError, refused, timeouts, TLS
+                reason = getattr(exc, "reason", None) or exc
+                raise PrefectAPIError(
+                    f"Prefect API not reachable at {self.api_url}: {reason}. Is the Prefect server running? "
+                    "api_url (prefect_api_url) must be the API root, e.g. http://127.0.0.1:4200/api"
+                ) from None
         if not raw:
             return None
         try:
