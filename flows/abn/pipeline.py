@@ -36,8 +36,9 @@ from flows.abn.store import Batch, Counts, PostgresWriter, SqliteWriter, copy_fr
 from flows.runtime.ledger import Ledger
 from flows.runtime.termination import Termination, termination
 
-# Chosen from `make bench` (see README "Performance"): 10k records per transaction costs ~1 % of
-# throughput against 100k and bounds the work a hard kill can undo to ~0.1 s of ingest.
+# Chosen from `make bench` (README "Performance"): into PostgreSQL 45k/s at 100 records per
+# transaction, 67k/s at 1,000, 81k/s at 10,000; a hard kill undoes at most one interval (~0.12 s of
+# ingest at 10,000), a SIGTERM nothing. Larger intervals add little rate and more memory per batch.
 DEFAULT_CHECKPOINT_EVERY = 10_000
 _FRAME = struct.Struct("!Q")
 
