@@ -48,6 +48,17 @@ def visibility_timeout_from_env() -> float:
     return float(os.environ.get("AGENCY_OS_QUEUE_VISIBILITY_S", "60"))
 
 
+def max_strikes_from_env() -> int:
+    """How many holders of a job may die without progress before it is dead-lettered as poison.
+    A spot kill during a job's first checkpoint looks the same as a poison job, so the limit must
+    outlast a run of bad luck: 5 with production node lifetimes (hours); the local drill, which
+    takes a node every ~30 s and favours nodes holding jobs, sets more (inventories/local)."""
+    value = int(os.environ.get("AGENCY_OS_QUEUE_MAX_STRIKES", "5"))
+    if value < 1:
+        raise ValueError(f"AGENCY_OS_QUEUE_MAX_STRIKES must be >= 1, not {value}")
+    return value
+
+
 @dataclass
 class WorkContext:
     """What job handlers need: the ledger/database, settings, and the queue's Redis."""
@@ -160,7 +171,7 @@ def make_context(database_url: str, redis_url: str | None, checkpoint_every: int
 def make_queue(ctx: WorkContext, visibility_timeout_s: float) -> ReliableQueue:
     if ctx.redis is None:
         raise ValueError("bulk_worker needs a Redis URL (parameter redis_url or AGENCY_OS_REDIS_URL)")
-    return ReliableQueue(ctx.redis, visibility_timeout_s=visibility_timeout_s)
+    return ReliableQueue(ctx.redis, visibility_timeout_s=visibility_timeout_s, max_strikes=max_strikes_from_env())
 
 
 @flow(**flow_options("bulk_worker"))
@@ -206,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     termination.install()
     ctx = make_context(args.database_url, args.redis_url, args.checkpoint_every)
-    queue = ReliableQueue(ctx.redis, visibility_timeout_s=args.visibility_timeout, max_attempts=args.max_attempts)
+    queue = ReliableQueue(
+        ctx.redis,
+        visibility_timeout_s=args.visibility_timeout,
+        max_attempts=args.max_attempts,
+        max_strikes=max_strikes_from_env(),
+    )
     stats = consume(queue, ctx, idle_timeout_s=args.idle_timeout)
     print(json.dumps(stats.as_dict()), file=sys.stdout, flush=True)
     return 0

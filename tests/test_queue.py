@@ -15,7 +15,7 @@ import redis
 from flows.abn.sources import plan
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
-from flows.bulk_worker import ATTEMPTED_KEY
+from flows.bulk_worker import ATTEMPTED_KEY, max_strikes_from_env
 from flows.runtime.queue import RELEASED, ReliableQueue
 
 from services import ledger_progress
@@ -195,3 +195,13 @@ def test_poison_job_is_dead_lettered_and_the_worker_carries_on(redis_url, sqlite
     assert dead["abn:missing"]["reason"] == "failed 2 times"
     assert "no such file" in dead["abn:missing"]["error"]
     assert dead["mystery"]["reason"].startswith("unknown job type 'translate_everything'")
+
+
+def test_the_strike_limit_comes_from_the_environment_and_is_checked(monkeypatch) -> None:
+    monkeypatch.delenv("AGENCY_OS_QUEUE_MAX_STRIKES", raising=False)
+    assert max_strikes_from_env() == 5
+    monkeypatch.setenv("AGENCY_OS_QUEUE_MAX_STRIKES", "12")
+    assert max_strikes_from_env() == 12
+    monkeypatch.setenv("AGENCY_OS_QUEUE_MAX_STRIKES", "0")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        max_strikes_from_env()

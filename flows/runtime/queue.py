@@ -193,7 +193,7 @@ class ReliableQueue:
         consumer: str | None = None,
         visibility_timeout_s: float = 60.0,
         max_attempts: int = 5,
-        max_strikes: int = 3,
+        max_strikes: int = 5,
         dead_letter: str | None = None,
     ):
         self.redis = redis.Redis.from_url(client, decode_responses=True) if isinstance(client, str) else client
