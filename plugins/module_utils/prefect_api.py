@@ -82,6 +82,19 @@ def _backoff(attempt, retry_after=None):
         return min(8.0, 0.5 * 2**attempt) * random.uniform(0.8, 1.2)
 
 
+def run_ensure(module, ensure):
+    """The end of every Prefect module's main(): `ensure(module, client)` makes the state true and
+    returns the result; an API error becomes a failure with its message, and the diff is dropped
+    unless the play runs with --diff."""
+    try:
+        result = ensure(module, PrefectClient.from_module(module))
+    except PrefectAPIError as exc:
+        module.fail_json(msg=str(exc), status=exc.status)
+    if not module._diff:  # how a module knows it runs with --diff
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
 class PrefectClient:
     """The few calls of the Prefect 3 REST API (under /api) the modules make."""
 

@@ -93,11 +93,10 @@ differences:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prefect_api import (
-    PrefectAPIError,
-    PrefectClient,
     differences,
     merged,
     prefect_argument_spec,
+    run_ensure,
     sets_sorted,
 )
 
@@ -190,14 +189,7 @@ def main():
         required_if=[("state", "present", ("trigger", "actions"))],
         supports_check_mode=True,
     )
-    client = PrefectClient.from_module(module)
-    try:
-        result = ensure(module, client)
-    except PrefectAPIError as exc:
-        module.fail_json(msg=str(exc), status=exc.status)
-    if not module._diff:  # how a module knows it runs with --diff
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_ensure(module, ensure)
 
 
 if __name__ == "__main__":

@@ -132,11 +132,10 @@ changed_fields:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prefect_api import (
-    PrefectAPIError,
-    PrefectClient,
     name_in_path,
     normalise_schedule,
     prefect_argument_spec,
+    run_ensure,
     same_schedules,
     schedules_for_create,
 )
@@ -271,14 +270,7 @@ def main():
             msg=f"flow_name {module.params['flow_name']!r}: Prefect refuses '/' in flow names; a member of a "
             "family such as webhook_handlers/stripe is deployment 'stripe' of flow 'webhook_handlers'"
         )
-    client = PrefectClient.from_module(module)
-    try:
-        result = ensure(module, client)
-    except PrefectAPIError as exc:
-        module.fail_json(msg=str(exc), status=exc.status)
-    if not module._diff:  # how a module knows it runs with --diff
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_ensure(module, ensure)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,9 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prefect_api import (
-    PrefectAPIError,
-    PrefectClient,
     name_in_path,
     prefect_argument_spec,
+    run_ensure,
 )
 
 VALID_NAME = re.compile(r"^[a-z0-9_-]{1,255}$")
@@ -120,14 +119,7 @@ def main():
             msg=f"variable name {module.params['name']!r}: Prefect allows lower-case letters, digits, '_' and '-' "
             "(at most 255)"
         )
-    client = PrefectClient.from_module(module)
-    try:
-        result = ensure(module, client)
-    except PrefectAPIError as exc:
-        module.fail_json(msg=str(exc), status=exc.status)
-    if not module._diff:  # how a module knows it runs with --diff
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_ensure(module, ensure)
 
 
 if __name__ == "__main__":

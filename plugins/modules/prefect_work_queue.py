@@ -77,10 +77,9 @@ changed_fields:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prefect_api import (
-    PrefectAPIError,
-    PrefectClient,
     name_in_path,
     prefect_argument_spec,
+    run_ensure,
 )
 
 MANAGED = ("priority", "concurrency_limit", "description")
@@ -147,14 +146,7 @@ def main():
         module.fail_json(msg=f"priority must be 1 or more (1 is polled first), got {module.params['priority']}")
     if module.params["concurrency_limit"] is not None and module.params["concurrency_limit"] < 0:
         module.fail_json(msg=f"concurrency_limit must be 0 or more, got {module.params['concurrency_limit']}")
-    client = PrefectClient.from_module(module)
-    try:
-        result = ensure(module, client)
-    except PrefectAPIError as exc:
-        module.fail_json(msg=str(exc), status=exc.status)
-    if not module._diff:  # how a module knows it runs with --diff
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_ensure(module, ensure)
 
 
 if __name__ == "__main__":
