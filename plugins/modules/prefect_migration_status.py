@@ -14,7 +14,7 @@ description:
     duration (scheduled start to end) against the flow's tolerance window, and whether the window
     held (bulk flows; realtime flows have an SLA, reported but not gated).
   - Catalog families such as C(webhook_handlers/*) match the Prefect flow C(webhook_handlers) (its
-    deployments are the members: Prefect refuses C(/) in flow names) and any flow named
+    deployments are the members, as Prefect refuses C(/) in flow names) and any flow named
     C(webhook_handlers/<x>).
   - With O(decommission_days), also evaluates the gate before Railway's bulk compute is
     decommissioned and returns what blocks it, or the checklist of what to scale down.
@@ -23,14 +23,6 @@ description:
 author:
   - Agency OS
 options:
-  api_url:
-    description: Prefect API root, e.g. V(http://127.0.0.1:4200/api).
-    type: str
-    required: true
-  api_key:
-    description: Prefect API key (sent as a bearer token); empty for a server without authentication.
-    type: str
-    default: ""
   days:
     description: Days of flow runs to read, ending now.
     type: float
@@ -44,14 +36,6 @@ options:
   catalog_file:
     description: Another flow catalog to read (default the packaged C(flows/catalog.yml)).
     type: path
-  timeout:
-    description: Seconds to wait for each API answer.
-    type: float
-    default: 30
-  validate_certs:
-    description: Verify the API's TLS certificate.
-    type: bool
-    default: true
 attributes:
   check_mode:
     support: full
@@ -60,6 +44,7 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - prefect_api
   - ansible.builtin.action_common_attributes
 """
 
@@ -104,19 +89,16 @@ decommission:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.prefect_api import prefect_argument_spec
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "api_url": {"type": "str", "required": True},
-            "api_key": {"type": "str", "default": "", "no_log": True},
-            "days": {"type": "float", "default": 7},
-            "decommission_days": {"type": "float", "default": 0},
-            "catalog_file": {"type": "path"},
-            "timeout": {"type": "float", "default": 30},
-            "validate_certs": {"type": "bool", "default": True},
-        },
+        argument_spec=prefect_argument_spec(
+            days={"type": "float", "default": 7},
+            decommission_days={"type": "float", "default": 0},
+            catalog_file={"type": "path"},
+        ),
         supports_check_mode=True,
     )
     try:
