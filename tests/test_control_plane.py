@@ -17,6 +17,7 @@ One Prefect server for the module; the tests build on each other through module 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -330,21 +331,35 @@ def test_crashed_interruptible_runs_are_rescheduled_until_the_cap(rest, pools):
     assert _run(rest, other_id)["state_name"] == "Crashed"
 
 
-def test_a_bulk_run_whose_heartbeats_stop_is_crashed_then_rescheduled(rest, pools):
-    # The role's zombie automation with a 10 s window instead of 3 x 30 s (the role refuses less),
-    # so the drill fits in a test: same trigger, same scope, same action.
-    zombie = _automation(rest, ZOMBIE)
-    trigger = {k: v for k, v in zombie["trigger"].items() if k != "id"}
-    drill = {"name": "test: zombie drill", "trigger": {**trigger, "within": 10}, "actions": zombie["actions"]}
+@contextlib.contextmanager
+def _short_window(rest: httpx.Client, name: str) -> Iterator[None]:
+    """A copy of one of the role's automations with a 10 s window (the smallest Prefect accepts;
+    the role refuses less), so its drill fits in a test: same trigger, same scope, same action."""
+    automation = _automation(rest, name)
+    trigger = {k: v for k, v in automation["trigger"].items() if k != "id"}
+    drill = {"name": f"test: {name}", "trigger": {**trigger, "within": 10}, "actions": automation["actions"]}
     drill_id = rest.post("/automations/", json=drill).raise_for_status().json()["id"]
     try:
-        bulk = _external(rest, "zombie_drill", "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
-        realtime = _external(rest, "zombie_drill", "realtime", ["tier:realtime"])
-        runs = {}
-        for name, dep in (("bulk", bulk), ("realtime", realtime)):
-            run = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()
-            _set_state(rest, run["id"], "RUNNING")
-            runs[name] = run
+        yield
+    finally:
+        rest.delete(f"/automations/{drill_id}")
+
+
+def _bulk_and_realtime_runs(rest: httpx.Client, flow: str, state_type: str) -> dict[str, dict[str, Any]]:
+    """One run of an interruptible bulk deployment and one of a realtime one, both set to `state_type`."""
+    bulk = _external(rest, flow, "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
+    realtime = _external(rest, flow, "realtime", ["tier:realtime"])
+    runs = {}
+    for name, dep in (("bulk", bulk), ("realtime", realtime)):
+        run = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()
+        _set_state(rest, run["id"], state_type)
+        runs[name] = run
+    return runs
+
+
+def test_a_bulk_run_whose_heartbeats_stop_is_crashed_then_rescheduled(rest, pools):
+    with _short_window(rest, ZOMBIE):  # 10 s instead of 3 x 30 s
+        runs = _bulk_and_realtime_runs(rest, "zombie_drill", "RUNNING")
         events = [
             {
                 "id": str(uuid.uuid4()),
@@ -369,26 +384,12 @@ def test_a_bulk_run_whose_heartbeats_stop_is_crashed_then_rescheduled(rest, pool
         assert crashed, states
         assert "no heartbeat" in crashed[0]["message"]
         assert _run(rest, runs["realtime"]["id"])["state_name"] == "Running"  # not interruptible: not watched
-    finally:
-        rest.delete(f"/automations/{drill_id}")
 
 
 def test_a_bulk_run_whose_worker_vanished_while_submitting_is_rescheduled(rest, pools):
-    # The role's stalled-submission automation with a 10 s window (the smallest Prefect accepts).
-    stalled = _automation(rest, STALLED)
-    trigger = {k: v for k, v in stalled["trigger"].items() if k != "id"}
-    drill = {"name": "test: stalled drill", "trigger": {**trigger, "within": 10}, "actions": stalled["actions"]}
-    drill_id = rest.post("/automations/", json=drill).raise_for_status().json()["id"]
-    try:
-        bulk = _external(rest, "stall_drill", "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
-        realtime = _external(rest, "stall_drill", "realtime", ["tier:realtime"])
-        runs = {}
-        for name, dep in (("bulk", bulk), ("realtime", realtime)):
-            run = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()
-            _set_state(rest, run["id"], "PENDING")  # a worker took it, then its node was reclaimed
-            runs[name] = run
+    with _short_window(rest, STALLED):
+        # A worker took each run (Pending), then its node was reclaimed.
+        runs = _bulk_and_realtime_runs(rest, "stall_drill", "PENDING")
         run = _wait_state(rest, runs["bulk"]["id"], "AwaitingRetry", timeout=40)
         assert run["run_count"] == 0
         assert _run(rest, runs["realtime"]["id"])["state_name"] == "Pending"  # not interruptible: left alone
-    finally:
-        rest.delete(f"/automations/{drill_id}")
