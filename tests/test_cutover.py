@@ -7,10 +7,13 @@ runs the canary on the bulk pool and records the placement; a failing canary rol
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,11 +48,16 @@ def prefect() -> Iterator[Prefect]:
 
 @pytest.fixture
 def deployment(prefect) -> dict:
-    """The flow's deployment where it runs before cutover (pool default), plus a run created by hand."""
+    """A new deployment of the flow where it runs before cutover (pool default, no schedule that could
+    fire during the test), plus a run created by hand; nothing left from another test."""
+    old = prefect.http.get(f"/deployments/name/{FLOW}/{FLOW}")
+    if old.status_code == 200:
+        prefect.http.delete(f"/deployments/{old.json()['id']}").raise_for_status()
+    for name in (SPEC.placement_key, "placement_audit"):
+        prefect.http.delete(f"/variables/name/{name}")
     body = deployment_body(SPEC, work_pool="default", work_queue="default")
-    body.pop("schedules")
+    body.pop("schedules", None)
     dep_id = prefect.create_deployment(body, SPEC.name)
-    prefect.http.delete(f"/variables/name/{SPEC.placement_key}")
     when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
     manual = (
         prefect.http.post(
@@ -138,17 +146,100 @@ def test_a_failing_canary_rolls_back_and_says_what_happened(prefect, deployment,
     finally:
         stop_worker(worker)
     assert out.returncode != 0
-    assert f"cutover of {FLOW} failed and was rolled back: canary run" in out.stdout
+    failed_task = "Canary | Check the canary completed on the bulk pool"
+    assert f"cutover of {FLOW} failed and was rolled back: {failed_task}: canary run" in out.stdout
     assert "The deployment is back on default/default" in out.stdout
     assert placement(prefect) == ("default", "default")
     old = prefect.flow_run(deployment["manual_run"])
     recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]
     assert recorded["state"] == "rolled back"
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert records[-1]["result"] == "rolled back" and records[-1]["reason"].startswith("canary run")
+    assert records[-1]["result"] == "rolled back" and records[-1]["failed_task"] == failed_task
+    assert records[-1]["reason"].startswith(f"{failed_task}: canary run")
     assert old["state_type"] == "CANCELLED"  # carried over, then carried back as a new run
     back_home = prefect.http.post(
         "/flow_runs/filter",
         json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}},
     ).json()
     assert back_home and all(r["work_pool_name"] == "default" for r in back_home)
+
+
+# --- the placement module itself: idempotent, and safe while the server and workers act on the runs
+
+
+def _load(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+prefect_api = _load("ansible.module_utils.prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
+placement_module = _load("prefect_placement", ROOT / "plugins/modules/prefect_placement.py")
+
+
+class _Module:
+    def __init__(self, **params: object) -> None:
+        self.params = {"rounds": 5, **params}
+        self.check_mode = False
+
+
+def _scheduled(prefect: Prefect, dep_id: str, name: str) -> str:
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    body = {"name": name, "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}}
+    return prefect.http.post(f"/deployments/{dep_id}/create_flow_run", json=body).raise_for_status().json()["id"]
+
+
+def _waiting(prefect: Prefect, dep_id: str) -> list[dict]:
+    body = {"flow_runs": {"deployment_id": {"any_": [dep_id]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
+    return prefect.http.post("/flow_runs/filter", json=body).raise_for_status().json()
+
+
+def test_placement_is_idempotent_and_survives_an_interrupted_carry(prefect, deployment):
+    dep_id = deployment["id"]
+    second = _scheduled(prefect, dep_id, "second")
+    client = prefect_api.PrefectClient(prefect.api)
+    module = _Module(deployment_id=dep_id, work_pool_name=SPEC.work_pool, work_queue_name=SPEC.work_queue)
+
+    # First try dies after copying the first run, before cancelling it (a lost answer, a killed controller).
+    real_post = client.post
+
+    def dying_post(path: str, body: dict, missing_ok: bool = False) -> object:
+        if path.endswith("/set_state"):
+            raise prefect_api.PrefectAPIError("connection lost", None)
+        return real_post(path, body, missing_ok=missing_ok)
+
+    client.post = dying_post
+    with pytest.raises(prefect_api.PrefectAPIError):
+        placement_module.ensure(module, client)
+    client.post = real_post
+
+    result = placement_module.ensure(module, client)
+    assert sorted(c["from"] for c in result["carried"]) == sorted([deployment["manual_run"], second])
+    waiting = _waiting(prefect, dep_id)
+    assert sorted(r["name"] for r in waiting) == ["by-hand", "second"]  # one copy each, none twice
+    assert {r["work_pool_name"] for r in waiting} == {SPEC.work_pool}
+    assert prefect.flow_run(second)["state_type"] == "CANCELLED"
+
+    again = placement_module.ensure(module, client)
+    assert again["changed"] is False and again["carried"] == [] and again["moved"] is False
+
+
+def test_placement_leaves_a_run_that_stopped_waiting_and_drops_its_copy(prefect, deployment):
+    dep_id = deployment["id"]
+    vanishing = _scheduled(prefect, dep_id, "vanishing")
+    client = prefect_api.PrefectClient(prefect.api)
+    module = _Module(deployment_id=dep_id, work_pool_name=SPEC.work_pool, work_queue_name=SPEC.work_queue)
+    real_post = client.post
+
+    def racing_post(path: str, body: dict, missing_ok: bool = False) -> object:
+        if path == f"/flow_runs/{vanishing}/set_state":  # the server deletes it just before the cancel
+            prefect.http.delete(f"/flow_runs/{vanishing}").raise_for_status()
+        return real_post(path, body, missing_ok=missing_ok)
+
+    client.post = racing_post
+    result = placement_module.ensure(module, client)
+    assert [c["from"] for c in result["carried"]] == [deployment["manual_run"]]
+    assert result["left"] == [{"name": "vanishing", "id": vanishing, "state": "deleted"}]
+    assert sorted(r["name"] for r in _waiting(prefect, dep_id)) == ["by-hand"]  # no orphan copy of it
