@@ -33,15 +33,9 @@ from prefect.runtime import flow_run
 from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
 from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, plan
 from flows.abn.store import create_tables
-from flows.bulk_worker import (
-    consume,
-    database_url_from_env,
-    make_context,
-    make_queue,
-    redis_url_from_env,
-    visibility_timeout_from_env,
-)
+from flows.bulk_worker import consume, make_context, make_queue, visibility_timeout_from_env
 from flows.catalog import flow_options
+from flows.runtime import settings
 from flows.runtime.ledger import Ledger
 from flows.runtime.queue import ReliableQueue
 from flows.runtime.termination import termination
@@ -129,22 +123,27 @@ def abn_bulk_ingestion(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     helpers: int = 0,
     visibility_timeout_s: float | None = None,
+    scratch: bool = False,
 ) -> dict[str, Any]:
-    """Ingest the ABN Bulk Extract (default: the data.gov.au resources) into `abn_entity`."""
+    """Ingest the ABN Bulk Extract (default: the data.gov.au resources) into `abn_entity`.
+
+    The database and Redis are the node's (AGENCY_OS_DATABASE_URL, AGENCY_OS_REDIS_URL) unless
+    given here without a password; `scratch` (the cutover canary) ingests into a throw-away SQLite
+    file without the queue, so it can never take or write a production job."""
     term = termination.install()
     logger = get_run_logger()
-    database_url = database_url or database_url_from_env()
-    redis_url = redis_url or redis_url_from_env()
+    given = {"database_url": database_url, "redis_url": redis_url}
+    database_url, redis_url = settings.resolve(database_url, redis_url, scratch=scratch)
     with term.guard():
         jobs = plan_files(sources)
         logger.info("%d files to ingest", len(jobs))
         if redis_url:
             enqueue_files(jobs, redis_url)
             if helpers > 0:
-                launch_helpers(
-                    helpers,
-                    {"redis_url": redis_url, "database_url": database_url, "checkpoint_every": checkpoint_every},
-                )
+                # Helpers read the node's own settings; only password-less URLs given to this run
+                # are passed on (a parameter is stored and shown by Prefect).
+                passed = {key: value for key, value in given.items() if value}
+                launch_helpers(helpers, {**passed, "checkpoint_every": checkpoint_every})
             ctx = make_context(database_url, redis_url, checkpoint_every)
             queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
             ids = [job["id"] for job in jobs]

@@ -28,6 +28,7 @@ from flows.abn.sources import JOB_TYPE as ABN_FILE
 from flows.abn.sources import FileJob
 from flows.abn.store import Batch, create_tables
 from flows.catalog import flow_options
+from flows.runtime import settings
 from flows.runtime.ledger import Fenced, Ledger
 from flows.runtime.queue import Delivery, ReliableQueue
 from flows.runtime.termination import Termination, termination
@@ -36,12 +37,12 @@ log = logging.getLogger("agency_os.bulk_worker")
 ATTEMPTED_KEY = "bulk:metrics:attempted"  # records processed per job, counted before each commit
 
 
-def database_url_from_env() -> str:
-    return os.environ.get("AGENCY_OS_DATABASE_URL", "sqlite:///agency-os-leads.db")
+def database_url_from_env() -> str | None:
+    return os.environ.get(settings.DATABASE_ENV) or None
 
 
 def redis_url_from_env() -> str | None:
-    return os.environ.get("AGENCY_OS_REDIS_URL") or None
+    return os.environ.get(settings.REDIS_ENV) or None
 
 
 def visibility_timeout_from_env() -> float:
@@ -185,8 +186,9 @@ def bulk_worker(
     """Consume `bulk:jobs` until it has been idle for `idle_timeout_s`."""
     term = termination.install()
     logger = get_run_logger()
+    database_url, redis_url = settings.resolve(database_url, redis_url, redis_required=True)
     with term.guard():
-        ctx = make_context(database_url or database_url_from_env(), redis_url or redis_url_from_env(), checkpoint_every)
+        ctx = make_context(database_url, redis_url, checkpoint_every)
         queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
         stats = consume(queue, ctx, idle_timeout_s=idle_timeout_s)
     logger.info("bulk_worker done: %s", stats.as_dict())
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.redis_url:
         parser.error("--redis-url (or AGENCY_OS_REDIS_URL) is required")
+    if not args.database_url:
+        parser.error("--database-url (or AGENCY_OS_DATABASE_URL) is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     termination.install()
     ctx = make_context(args.database_url, args.redis_url, args.checkpoint_every)

@@ -164,7 +164,9 @@ class Drill:
             )
         params = {
             "sources": sources,
-            "database_url": self.c.database_url,
+            # without its password: parameters are stored and shown by Prefect; the nodes' libpq
+            # takes the password from their own configuration (PGPASSWORD, inventories/local)
+            "database_url": sa.engine.make_url(self.c.database_url)._replace(password=None).render_as_string(False),
             "redis_url": self.c.redis_url,
             "checkpoint_every": self.c.checkpoint_every,
             "helpers": self.c.helpers,

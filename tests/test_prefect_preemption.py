@@ -83,3 +83,30 @@ def test_drained_worker_reschedules_the_run_and_another_finishes_it_from_the_che
         0,
     )
     assert prefect.flow_run(run)["run_count"] == 2
+
+
+def test_a_run_on_a_node_without_its_settings_fails_before_any_work_and_is_not_retried(prefect, tmp_path):
+    spec = load_catalog().get("abn_bulk_ingestion")
+    deployment = prefect.create_deployment(deployment_body(spec, work_pool=POOL, work_queue=QUEUE), spec.name)
+    unset = prefect.run(deployment, {"sources": [SOURCE]})
+    relative = prefect.run(deployment, {"sources": [SOURCE], "database_url": "sqlite:///leads.db"})
+    secret = prefect.run(deployment, {"sources": [SOURCE], "database_url": "postgresql://u:hunter2@127.0.0.1:9/x"})
+    # a node whose configuration gives no database (the worker's environment has none)
+    node = start_worker(prefect, POOL, QUEUE, "bare-node", tmp_path / "bare-node.log",
+                        AGENCY_OS_DATABASE_URL="", AGENCY_OS_REDIS_URL="")  # fmt: skip
+    try:
+        for run in (unset, relative, secret):
+            prefect.wait_for(run, {"Failed"}, timeout=180)
+    finally:
+        stop_worker(node)
+    expected = {
+        unset: "AGENCY_OS_DATABASE_URL is not set on this node",
+        relative: "is a relative or in-memory SQLite path",
+        secret: "parameter database_url carries a password",
+    }
+    for run, words in expected.items():
+        state = prefect.flow_run(run)
+        assert words in state["state"]["message"], state["state"]["message"]
+        assert state["run_count"] == 1  # retries cannot help: the failure is final at once
+        assert "files to ingest" not in prefect.logs(run)  # nothing was planned, let alone written
+    assert not list(tmp_path.rglob("*.db"))
