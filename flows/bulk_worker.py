@@ -12,8 +12,10 @@ dispatches them by type. A job taken by a node that is then preempted is not los
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from flows.catalog import flow_options
 from flows.runtime import settings
 from flows.runtime.ledger import Fenced, Ledger
 from flows.runtime.queue import Delivery, ReliableQueue
+from flows.runtime.retry import call_with_retries, is_transient
 from flows.runtime.termination import Termination, termination
 
 log = logging.getLogger("agency_os.bulk_worker")
@@ -138,27 +141,45 @@ def consume(
             )
             stats.dead_lettered += 1
             continue
-        with delivery:
-            try:
-                handler(delivery, ctx)
-            except Interrupted:
-                delivery.release()
-                log.warning("job %s released to the queue after its checkpoint; stopping", delivery.job_id)
+        _run_job(delivery, handler, ctx, stats)
+        idle_since = time.monotonic()
+
+
+def _run_job(
+    delivery: Delivery, handler: Callable[[Delivery, WorkContext], Any], ctx: WorkContext, stats: ConsumeStats
+) -> None:
+    """Run one delivered job to its end: ack, release (going away), abandon (taken over) or fail."""
+    with delivery:
+        try:
+            # transient errors (a database restart, a Redis blip) are retried in place with
+            # backoff; the handler resumes from the ledger's checkpoint each time
+            call_with_retries(functools.partial(handler, delivery, ctx), ctx.term, what=f"job {delivery.job_id}")
+        except Exception as exc:
+            if isinstance(exc, Interrupted) or (ctx.term.requested and is_transient(exc)):
+                delivery.release()  # going away: no attempt counted, the next node resumes it
+                log.warning("job %s released to the queue; stopping (%s)", delivery.job_id, type(exc).__name__)
                 ctx.term.stop()
-            except Fenced:
+            elif isinstance(exc, Fenced):
                 stats.taken_over += 1  # another consumer holds it now; not ours to ack or fail
                 log.warning("job %s was taken over by another consumer", delivery.job_id)
                 delivery.abandon()
-            except Exception as exc:  # a job failure must not stop the consumer
+            else:
                 log.exception("job %s failed", delivery.job_id)
+                _back_off(delivery, ctx)
                 if delivery.fail(f"{type(exc).__name__}: {exc}"):
                     stats.dead_lettered += 1
                 else:
                     stats.failed += 1
-            else:
-                delivery.ack()
-                stats.done += 1
-        idle_since = time.monotonic()
+        else:
+            delivery.ack()
+            stats.done += 1
+
+
+def _back_off(delivery: Delivery, ctx: WorkContext) -> None:
+    """Hold a failed job (heartbeat running) before it goes back to the queue: 1, 2, 4 ... 30 s
+    with jitter by its count of failures without progress, so a failing job does not spin."""
+    failures = delivery.failures_without_progress()
+    ctx.term.wait(min(30.0, 2.0**failures) * random.uniform(0.5, 1.0))
 
 
 def make_context(database_url: str, redis_url: str | None, checkpoint_every: int) -> WorkContext:

@@ -57,13 +57,33 @@ def start_postgres() -> tuple[str, Path]:
         capture_output=True,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
+    (root / "options").write_text(options)
+    _pg_start(root)
+    wait_for_port(port)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", root
+
+
+def _pg_start(root: Path) -> None:
+    options = (root / "options").read_text()
     subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        _as_postgres(
+            [str(_pg_bin() / "pg_ctl"), "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        ),
         check=True,
         capture_output=True,
     )
-    wait_for_port(port)
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", root
+
+
+def restart_postgres(root: Path, down_s: float, mode: str = "immediate") -> None:
+    """Stop the cluster (`immediate`: like a crash, connections cut), keep it down `down_s`
+    seconds, start it again on the same port with the same data."""
+    subprocess.run(
+        _as_postgres([str(_pg_bin() / "pg_ctl"), "-D", str(root / "data"), "-m", mode, "-w", "stop"]),
+        check=True,
+        capture_output=True,
+    )
+    time.sleep(down_s)
+    _pg_start(root)
 
 
 def stop_postgres(root: Path, mode: str = "immediate") -> None:

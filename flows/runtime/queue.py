@@ -12,8 +12,8 @@ Life of a job:
 * `claim()` returns a `Delivery`: first any entry abandoned by a dead consumer, else a new one;
   while the holder works, a heartbeat thread resets the entry's idle time (`XCLAIM ... JUSTID`);
 * `ack()` when done; `release()` on drain (back to the queue at once, no attempt counted);
-  `fail(error)` on an exception (back to the queue, or to the dead-letter list after
-  `max_attempts` failures, with the error);
+  `fail(error)` on an exception that retrying in place could not cure (back to the queue, or to
+  the dead-letter list after `max_attempts` failures in a row without progress, with the error);
 * a malformed payload goes to the dead-letter list with the reason, and the consumer goes on;
 * a job whose holder keeps dying without making progress (`max_strikes` times: an OOM, a
   segfault) is dead-lettered too, so it cannot take the pool down forever. Progress, reported
@@ -167,12 +167,24 @@ class Delivery:
         self._done = True
         self._stop.set()
 
+    def failures_without_progress(self) -> int:
+        """Failed attempts of this job since it last made progress (0 when this one advanced)."""
+        meta = self.queue.redis.hgetall(self.queue.meta_key(self.job_id))
+        if meta.get("progress", "0") != meta.get("claimed_progress", "0"):
+            return 0
+        return int(meta.get("failures", "0"))
+
     def fail(self, error: str) -> bool:
-        """A failed attempt: requeue, or dead-letter after max_attempts. True if dead-lettered."""
+        """A failed attempt: requeue, or dead-letter after max_attempts failures in a row without
+        progress (an attempt that advanced the job starts the count again). True if dead-lettered."""
         if not self._finish():
             return False
         q = self.queue
-        failures = q.redis.hincrby(q.meta_key(self.job_id), "failures", 1)
+        key = q.meta_key(self.job_id)
+        with q.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "failures", self.failures_without_progress())
+            pipe.hincrby(key, "failures", 1)
+            failures = pipe.execute()[1]
         if failures >= q.max_attempts:
             q._dead_letter(self.entry_id, self.job, f"failed {failures} times", error)
             return True
@@ -196,6 +208,17 @@ class ReliableQueue:
         max_strikes: int = 5,
         dead_letter: str | None = None,
     ):
+        problems = [
+            f"{name} must be {rule}, not {value!r}"
+            for name, value, ok, rule in (
+                ("visibility_timeout_s", visibility_timeout_s, visibility_timeout_s > 0, "> 0 seconds"),
+                ("max_attempts", max_attempts, max_attempts >= 1, ">= 1"),
+                ("max_strikes", max_strikes, max_strikes >= 1, ">= 1"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("queue settings: " + "; ".join(problems))
         self.redis = redis.Redis.from_url(client, decode_responses=True) if isinstance(client, str) else client
         self.stream = stream
         self.group = group
