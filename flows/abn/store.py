@@ -25,11 +25,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 
 from flows.abn.parse import COLUMNS, Record
 
+# Column widths hold every value the publisher's field limits allow (flows.abn.parse.LIMITS); the
+# parser rejects anything beyond them, and a value the database still refuses costs only its record.
 metadata = MetaData()
 abn_entity = Table(
     "abn_entity",
@@ -43,7 +46,7 @@ abn_entity = Table(
     Column("given_names", Text),
     Column("family_name", Text),
     Column("state", String(3)),
-    Column("postcode", String(4)),
+    Column("postcode", String(50)),  # the publisher allows 50 characters, not only 4 digits
     Column("gst_status", String(3)),
     Column("gst_status_from", Date),
     Column("asic_number", Text),
@@ -78,6 +81,7 @@ class Batch:
     valid: int = 0  # valid records written (after dropping superseded duplicates)
     superseded: int = 0  # older duplicates of an ABN within the batch (counted as unchanged)
     copy_data: bytes = b""  # PostgreSQL COPY text format
+    copy_index: list[int] = field(default_factory=list)  # the file index of each line of copy_data
     rows: list[tuple] = field(default_factory=list)  # SQLite parameter tuples
     rejects: list[tuple[str, int, str | None, str]] = field(default_factory=list)  # source, index, abn, reason
 
@@ -101,7 +105,29 @@ class Counts:
 
 
 def create_tables(engine: Engine) -> None:
+    """Create the tables, and widen a PostgreSQL column an older version created narrower (postcode
+    was varchar(4)): an existing database then holds every legal value too. SQLite ignores lengths."""
     metadata.create_all(engine)
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        for table in (abn_entity, abn_reject):
+            widths = dict(
+                conn.execute(
+                    text(
+                        "SELECT column_name, character_maximum_length FROM information_schema.columns "
+                        "WHERE table_schema = current_schema() AND table_name = :table"
+                    ),
+                    {"table": table.name},
+                ).all()
+            )
+            for column in table.columns:
+                want = getattr(column.type, "length", None)
+                have = widths.get(column.name)
+                if want is not None and have is not None and have < want:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ALTER COLUMN {column.name} TYPE varchar({int(want)})"
+                    )
 
 
 # -- formatting (runs in the parser process) ----------------------------------------------------
@@ -161,63 +187,133 @@ _UPDATE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "abn")
 _COLS = ", ".join(COLUMNS)
 
 
+# What the database refuses about a record's values (too long, bad encoding, not a date, a NULL where
+# none may be, a line COPY cannot read): the record is rejected, the rest of its batch is stored.
+_REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+_CONTEXT_COLUMN = re.compile(r"column (\w+)")
+
+
 class PostgresWriter:
     """Batches of new ABNs are COPYed straight into abn_entity (the first load of an extract);
     any other batch goes through a session temp table and one upsert that returns what it
-    inserted and updated."""
+    inserted and updated.
+
+    A batch is written in a savepoint. Should the database refuse one of its records (which the
+    parser's limits are there to prevent), the savepoint is rolled back and the batch bisected:
+    each half is retried in its own savepoint, and a half that fails is split again, until the
+    single refused record is found. It becomes an abn_reject row with the database's error; the
+    rest of the batch is stored. One bad record costs about two writes of its batch, never the batch."""
 
     format = "copy"
 
     def write(self, conn: Connection, batch: Batch) -> Counts:
         counts = Counts(rejected=len(batch.rejects), unchanged=batch.superseded)
         raw = conn.connection.driver_connection  # the psycopg connection, same transaction
+        rejects = list(batch.rejects)
         with raw.cursor() as cur:
             # A batch commits with its checkpoint; a crash of the database server may lose the
             # last commits, but only together with their checkpoints: resume stays exact. The
             # job's completion (which the queue acknowledgement follows) commits synchronously.
             cur.execute("SET LOCAL synchronous_commit = off")
-            if batch.valid and self._insert_only(raw, cur, batch):
-                counts.inserted = batch.valid
-            elif batch.valid:
-                cur.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS abn_stage (LIKE abn_entity INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS"
-                )
-                with cur.copy(f"COPY abn_stage ({_COLS}) FROM STDIN") as copy:
-                    copy.write(batch.copy_data)
-                # Within-batch duplicates (the extract has each ABN once): the newest wins, the
-                # others count as unchanged.
-                cur.execute(
-                    f"INSERT INTO abn_entity ({_COLS}) SELECT DISTINCT ON (abn) {_COLS} FROM abn_stage "
-                    "ORDER BY abn, record_last_updated DESC "
-                    f"ON CONFLICT (abn) DO UPDATE SET {_UPDATE_SET} "
-                    "WHERE abn_entity.record_last_updated < EXCLUDED.record_last_updated "
-                    "RETURNING (xmax = 0)"
-                )
-                flags = [r[0] for r in cur.fetchall()]
-                counts.inserted = sum(flags)
-                counts.updated = len(flags) - counts.inserted
-                counts.unchanged = batch.valid - counts.inserted - counts.updated
-            if batch.rejects:
+            if batch.valid:
+                try:
+                    with raw.transaction():
+                        inserted, updated = self._store(raw, cur, batch.copy_data, batch.valid)
+                except _REFUSED as exc:
+                    inserted, updated, refused = self._bisect(raw, cur, batch, exc)
+                    rejects += refused
+                    counts.rejected += len(refused)
+                    counts.unchanged -= len(refused)
+                counts.inserted, counts.updated = inserted, updated
+                counts.unchanged += batch.valid - inserted - updated
+            if rejects:
                 cur.executemany(
                     "INSERT INTO abn_reject (source_file, record_index, abn, reason) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING",
-                    batch.rejects,
+                    rejects,
                 )
         return counts
 
+    def _store(self, raw: Any, cur: Any, data: bytes, rows: int, clear_stage: bool = False) -> tuple[int, int]:
+        """Write COPY lines: (inserted, updated). Raises what the database refuses."""
+        if self._insert_only(raw, cur, data):
+            return rows, 0
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS abn_stage (LIKE abn_entity INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        if clear_stage:  # an earlier part of this batch went through the stage in this transaction
+            cur.execute("DELETE FROM abn_stage")
+        with cur.copy(f"COPY abn_stage ({_COLS}) FROM STDIN") as copy:
+            copy.write(data)
+        # Within-batch duplicates (the extract has each ABN once): the newest wins, the
+        # others count as unchanged.
+        cur.execute(
+            f"INSERT INTO abn_entity ({_COLS}) SELECT DISTINCT ON (abn) {_COLS} FROM abn_stage "
+            "ORDER BY abn, record_last_updated DESC "
+            f"ON CONFLICT (abn) DO UPDATE SET {_UPDATE_SET} "
+            "WHERE abn_entity.record_last_updated < EXCLUDED.record_last_updated "
+            "RETURNING (xmax = 0)"
+        )
+        flags = [r[0] for r in cur.fetchall()]
+        return sum(flags), len(flags) - sum(flags)
+
+    def _bisect(
+        self, raw: Any, cur: Any, batch: Batch, error: Exception
+    ) -> tuple[int, int, list[tuple[str, int, str | None, str]]]:
+        """Store the batch's lines but those the database refuses: (inserted, updated, rejects)."""
+        lines = batch.copy_data.split(b"\n")[:-1]
+        if len(lines) != len(batch.copy_index):
+            raise error  # no record index per line: nothing to name a reject by
+        inserted = updated = 0
+        refused: list[tuple[str, int, str | None, str]] = []
+        pending = [(0, len(lines), error)]  # a stack of [lo, hi) ranges, the leftmost on top
+        while pending:
+            lo, hi, exc = pending.pop()
+            if exc is None:
+                try:
+                    with raw.transaction():
+                        ins, upd = self._store(raw, cur, b"\n".join(lines[lo:hi]) + b"\n", hi - lo, True)
+                except _REFUSED as failed:
+                    exc = failed
+                else:
+                    inserted += ins
+                    updated += upd
+                    continue
+            if hi - lo == 1:
+                refused.append(_refused_reject(lines[lo], batch.copy_index[lo], exc))
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi, None), (lo, mid, None)]
+        return inserted, updated, refused
+
     @staticmethod
-    def _insert_only(raw: Any, cur: Any, batch: Batch) -> bool:
+    def _insert_only(raw: Any, cur: Any, data: bytes) -> bool:
         """COPY the batch straight into abn_entity, in a savepoint: when one of its ABNs is there
         already (a re-ingestion, a newer extract) the COPY stops at that row with a unique
         violation, the savepoint rolls it back and the batch takes the upsert path. A first load
         pays nothing extra; a re-ingestion fails at its first row."""
         try:
             with raw.transaction(), cur.copy(f"COPY abn_entity ({_COLS}) FROM STDIN") as copy:
-                copy.write(batch.copy_data)
+                copy.write(data)
         except psycopg.errors.UniqueViolation:
             return False
         return True
+
+
+def _refused_reject(line: bytes, index: int, exc: Exception) -> tuple[str, int, str | None, str]:
+    """The abn_reject row for a COPY line the database refused, with its error."""
+    fields = line.split(b"\t")
+    abn = fields[0].decode(errors="replace").replace("\x00", "") or None
+    source = _copy_unescape(fields[-1].decode(errors="replace"))
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag is not None else None) or str(exc).splitlines()[0]
+    column = _CONTEXT_COLUMN.search((diag.context if diag is not None else None) or "")
+    reason = f"refused by PostgreSQL: {message}" + (f" (column {column.group(1)})" if column else "")
+    return source, index, abn, reason.replace("\x00", "")
+
+
+def _copy_unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), value)
 
 
 class SqliteWriter:
