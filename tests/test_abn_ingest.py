@@ -18,7 +18,16 @@ from flows.abn.checksum import abn_from_base
 from flows.abn.parse import Record
 from flows.abn.pipeline import ingest_file
 from flows.abn.sources import plan
-from flows.abn.store import Batch, PostgresWriter, abn_entity, abn_reject, copy_lines, create_tables
+from flows.abn.store import (
+    Batch,
+    PostgresWriter,
+    abn_entity,
+    abn_reject,
+    copy_lines,
+    create_tables,
+    sqlite_rows,
+    writer_for,
+)
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.runtime.ledger import Ledger, normalize_url
@@ -326,9 +335,12 @@ def test_unusual_and_bad_values_give_the_same_rows_and_rejects_on_postgresql_and
     assert _contents(postgres_url) == (rows, rejects)
 
 
-def _copy_batch(first: int, lines: list[tuple[int, str, str]], updated: str = "2024-01-01") -> Batch:
-    """A batch as the parser would send it, for (base, state, postcode) values the parser never lets
-    through (to make the database refuse one)."""
+def _copy_batch(
+    first: int, lines: list[tuple[int, str, str]], updated: str = "2024-01-01", nameless: int | None = None
+) -> Batch:
+    """A batch as the parser would send it (in both writers' formats), for (base, state, postcode)
+    values the parser never lets through (to make the database refuse one); the record at position
+    `nameless` without the name that abn_entity requires."""
     records = [
         Record(
             abn_from_base(b),
@@ -336,7 +348,7 @@ def _copy_batch(first: int, lines: list[tuple[int, str, str]], updated: str = "2
             None,
             "PRV",
             None,
-            f"CO {b}",
+            None if i == nameless else f"CO {b}",
             None,
             None,
             state,
@@ -357,8 +369,26 @@ def _copy_batch(first: int, lines: list[tuple[int, str, str]], updated: str = "2
         end=first + len(records),
         valid=len(records),
         copy_data=copy_lines(records, "refused.xml"),
-        copy_index=[r.index for r in records],
+        rows=sqlite_rows(records, "refused.xml"),
+        line_index=[r.index for r in records],
     )
+
+
+def test_a_record_the_database_refuses_costs_only_itself(database_url):
+    ledger = open_database(database_url)
+    writer = writer_for(ledger.engine)
+    values = [(b, "NSW", "2000") for b in range(200, 210)]
+    with ledger.engine.begin() as conn:
+        counts = writer.write(conn, _copy_batch(0, values, nameless=0))
+    assert (counts.inserted, counts.updated, counts.unchanged, counts.rejected) == (9, 0, 0, 1)
+    with ledger.engine.begin() as conn:  # the update path
+        again = writer.write(conn, _copy_batch(10, values, updated="2025-01-01", nameless=7))
+    assert (again.inserted, again.updated, again.unchanged, again.rejected) == (1, 8, 0, 1)
+    rows, rejects = _contents(database_url)
+    ledger.engine.dispose()
+    assert len(rows) == 10
+    assert [(r[1], r[2]) for r in rejects] == [(0, abn_from_base(200)), (17, abn_from_base(207))]
+    assert all("entity_name" in r[3] and r[3].startswith("refused by ") for r in rejects), rejects
 
 
 def test_postgresql_refusing_one_record_rejects_only_that_record(postgres_url):

@@ -109,9 +109,10 @@ def produce_batches(
         )
         if fmt == "copy":
             batch.copy_data = copy_from_fields(fast, job.name) + copy_lines(records, job.name)
-            batch.copy_index = fast_index + [rec.index for rec in records]
+            batch.line_index = fast_index + [rec.index for rec in records]
         else:
             batch.rows = sqlite_rows(records, job.name)
+            batch.line_index = [rec.index for rec in records]
         fast.clear()
         fast_index.clear()
         records.clear()

@@ -11,6 +11,7 @@ nothing, and a stale extract never overwrites a newer one.
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,7 @@ class Batch:
     valid: int = 0  # valid records written (after dropping superseded duplicates)
     superseded: int = 0  # older duplicates of an ABN within the batch (counted as unchanged)
     copy_data: bytes = b""  # PostgreSQL COPY text format
-    copy_index: list[int] = field(default_factory=list)  # the file index of each line of copy_data
+    line_index: list[int] = field(default_factory=list)  # the file index of each copy_data line / row
     rows: list[tuple] = field(default_factory=list)  # SQLite parameter tuples
     rejects: list[tuple[str, int, str | None, str]] = field(default_factory=list)  # source, index, abn, reason
 
@@ -190,6 +191,7 @@ _COLS = ", ".join(COLUMNS)
 # What the database refuses about a record's values (too long, bad encoding, not a date, a NULL where
 # none may be, a line COPY cannot read): the record is rejected, the rest of its batch is stored.
 _REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+_SQLITE_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError)
 _CONTEXT_COLUMN = re.compile(r"column (\w+)")
 
 
@@ -262,7 +264,7 @@ class PostgresWriter:
     ) -> tuple[int, int, list[tuple[str, int, str | None, str]]]:
         """Store the batch's lines but those the database refuses: (inserted, updated, rejects)."""
         lines = batch.copy_data.split(b"\n")[:-1]
-        if len(lines) != len(batch.copy_index):
+        if len(lines) != len(batch.line_index):
             raise error  # no record index per line: nothing to name a reject by
         inserted = updated = 0
         refused: list[tuple[str, int, str | None, str]] = []
@@ -280,7 +282,7 @@ class PostgresWriter:
                     updated += upd
                     continue
             if hi - lo == 1:
-                refused.append(_refused_reject(lines[lo], batch.copy_index[lo], exc))
+                refused.append(_refused_reject(lines[lo], batch.line_index[lo], exc))
             else:
                 mid = (lo + hi) // 2
                 pending += [(mid, hi, None), (lo, mid, None)]
@@ -317,41 +319,99 @@ def _copy_unescape(value: str) -> str:
 
 
 class SqliteWriter:
-    """Stage rows in a temp table, then UPDATE the newer ones and INSERT the new ones."""
+    """Stage rows in a temp table, then UPDATE the newer ones and INSERT the new ones.
+
+    As on PostgreSQL, a batch is written in a savepoint and bisected when SQLite refuses a row
+    (SQLite ignores column lengths, so only a constraint can refuse one): the refused record is
+    rejected with SQLite's error, the rest stored."""
 
     format = "rows"
 
     def write(self, conn: Connection, batch: Batch) -> Counts:
         counts = Counts(rejected=len(batch.rejects), unchanged=batch.superseded)
         raw = conn.connection.driver_connection
+        rejects = list(batch.rejects)
         cur = raw.cursor()
         try:
             if batch.valid:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS abn_stage AS SELECT {_COLS} FROM abn_entity WHERE 0")
-                cur.execute("DELETE FROM abn_stage")
-                cur.executemany(f"INSERT INTO abn_stage ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})", batch.rows)
-                cur.execute(
-                    f"UPDATE abn_entity SET ({', '.join(c for c in COLUMNS if c != 'abn')}) = "
-                    f"(SELECT {', '.join(f's.{c}' for c in COLUMNS if c != 'abn')} FROM abn_stage s "
-                    "WHERE s.abn = abn_entity.abn) "
-                    "WHERE abn IN (SELECT s.abn FROM abn_stage s JOIN abn_entity e ON e.abn = s.abn "
-                    "WHERE s.record_last_updated > e.record_last_updated)"
-                )
-                counts.updated = cur.rowcount
-                cur.execute(
-                    f"INSERT INTO abn_entity ({_COLS}) SELECT {_COLS} FROM abn_stage "
-                    "WHERE abn NOT IN (SELECT abn FROM abn_entity)"
-                )
-                counts.inserted = cur.rowcount
-                counts.unchanged += batch.valid - counts.inserted - counts.updated
-            if batch.rejects:
+                try:
+                    inserted, updated = self._attempt(raw, cur, batch.rows)
+                except _SQLITE_REFUSED as exc:
+                    if not raw.in_transaction or len(batch.line_index) != len(batch.rows):
+                        raise  # no savepoint to roll back to, or no record index to name a reject by
+                    inserted, updated, refused = self._bisect(raw, cur, batch, exc)
+                    rejects += refused
+                    counts.rejected += len(refused)
+                    counts.unchanged -= len(refused)
+                counts.inserted, counts.updated = inserted, updated
+                counts.unchanged += batch.valid - inserted - updated
+            if rejects:
                 cur.executemany(
                     "INSERT OR IGNORE INTO abn_reject (source_file, record_index, abn, reason) VALUES (?, ?, ?, ?)",
-                    batch.rejects,
+                    rejects,
                 )
         finally:
             cur.close()
         return counts
+
+    def _attempt(self, raw: Any, cur: Any, rows: list[tuple]) -> tuple[int, int]:
+        """_store in a savepoint when a transaction is open (the ledger's always is)."""
+        if not raw.in_transaction:
+            return self._store(cur, rows)
+        cur.execute("SAVEPOINT abn_batch")
+        try:
+            result = self._store(cur, rows)
+        except _SQLITE_REFUSED:
+            cur.execute("ROLLBACK TO abn_batch")
+            cur.execute("RELEASE abn_batch")
+            raise
+        cur.execute("RELEASE abn_batch")
+        return result
+
+    @staticmethod
+    def _store(cur: Any, rows: list[tuple]) -> tuple[int, int]:
+        cur.execute("DELETE FROM abn_stage")
+        cur.executemany(f"INSERT INTO abn_stage ({_COLS}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        cur.execute(
+            f"UPDATE abn_entity SET ({', '.join(c for c in COLUMNS if c != 'abn')}) = "
+            f"(SELECT {', '.join(f's.{c}' for c in COLUMNS if c != 'abn')} FROM abn_stage s "
+            "WHERE s.abn = abn_entity.abn) "
+            "WHERE abn IN (SELECT s.abn FROM abn_stage s JOIN abn_entity e ON e.abn = s.abn "
+            "WHERE s.record_last_updated > e.record_last_updated)"
+        )
+        updated = cur.rowcount
+        cur.execute(
+            f"INSERT INTO abn_entity ({_COLS}) SELECT {_COLS} FROM abn_stage WHERE abn NOT IN (SELECT abn FROM abn_entity)"
+        )
+        return cur.rowcount, updated
+
+    def _bisect(
+        self, raw: Any, cur: Any, batch: Batch, error: Exception
+    ) -> tuple[int, int, list[tuple[str, int, str | None, str]]]:
+        """Store the batch's rows but those SQLite refuses: (inserted, updated, rejects)."""
+        rows = batch.rows
+        inserted = updated = 0
+        refused: list[tuple[str, int, str | None, str]] = []
+        pending: list[tuple[int, int, Exception | None]] = [(0, len(rows), error)]
+        while pending:
+            lo, hi, exc = pending.pop()
+            if exc is None:
+                try:
+                    ins, upd = self._attempt(raw, cur, rows[lo:hi])
+                except _SQLITE_REFUSED as failed:
+                    exc = failed
+                else:
+                    inserted += ins
+                    updated += upd
+                    continue
+            if hi - lo == 1:
+                row = rows[lo]
+                refused.append((row[-1], batch.line_index[lo], row[0], f"refused by SQLite: {exc}"))
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi, None), (lo, mid, None)]
+        return inserted, updated, refused
 
 
 def writer_for(engine: Engine) -> PostgresWriter | SqliteWriter:
