@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -389,6 +391,21 @@ def test_a_record_the_database_refuses_costs_only_itself(database_url):
     assert len(rows) == 10
     assert [(r[1], r[2]) for r in rejects] == [(0, abn_from_base(200)), (17, abn_from_base(207))]
     assert all("entity_name" in r[3] and r[3].startswith("refused by ") for r in rejects), rejects
+
+
+def test_a_batch_the_database_refuses_entirely_still_fails(database_url):
+    """Not one bad record but a fault of the batch (here: no record has a name): the batch fails as
+    a whole instead of rejecting every record."""
+    ledger = open_database(database_url)
+    writer = writer_for(ledger.engine)
+    batch = _copy_batch(0, [(b, "NSW", "2000") for b in range(300, 304)])
+    batch.copy_data = batch.copy_data.replace(b"\tCO 30", b"\t\\N\tCO 30")  # a column too many
+    batch.rows = [(*row[:5], None, *row[6:]) for row in batch.rows]  # entity_name NULL
+    with pytest.raises((psycopg.errors.DataError, sqlite3.IntegrityError)), ledger.engine.begin() as conn:
+        writer.write(conn, batch)
+    rows, rejects = _contents(database_url)
+    ledger.engine.dispose()
+    assert rows == rejects == []
 
 
 def test_postgresql_refusing_one_record_rejects_only_that_record(postgres_url):

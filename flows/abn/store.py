@@ -286,6 +286,7 @@ class PostgresWriter:
             else:
                 mid = (lo + hi) // 2
                 pending += [(mid, hi, None), (lo, mid, None)]
+        _unless_systemic(refused, len(lines), error)
         return inserted, updated, refused
 
     @staticmethod
@@ -300,6 +301,13 @@ class PostgresWriter:
         except psycopg.errors.UniqueViolation:
             return False
         return True
+
+
+def _unless_systemic(refused: list, records: int, error: Exception) -> None:
+    """A batch of several records that the database refuses entirely has no bad record but a
+    fault of its own (a schema that does not match, say): it fails as a whole, as it did before."""
+    if records > 1 and len(refused) == records:
+        raise error
 
 
 def _refused_reject(line: bytes, index: int, exc: Exception) -> tuple[str, int, str | None, str]:
@@ -411,6 +419,7 @@ class SqliteWriter:
             else:
                 mid = (lo + hi) // 2
                 pending += [(mid, hi, None), (lo, mid, None)]
+        _unless_systemic(refused, len(rows), error)
         return inserted, updated, refused
 
 
