@@ -3,19 +3,33 @@ after SIGKILL and SIGTERM with exact final counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
+from flows.abn.checksum import abn_from_base
+from flows.abn.parse import Record
 from flows.abn.pipeline import ingest_file
 from flows.abn.sources import plan
-from flows.abn.store import abn_entity, abn_reject
+from flows.abn.store import (
+    Batch,
+    PostgresWriter,
+    abn_entity,
+    abn_reject,
+    copy_lines,
+    create_tables,
+    sqlite_rows,
+    writer_for,
+)
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.runtime.ledger import Ledger, normalize_url
@@ -237,3 +251,196 @@ def test_a_stale_worker_cannot_commit_over_its_successor(sqlite_url, tmp_path):
     with pytest.raises(Fenced), ledger.transaction() as conn:
         ledger.fence(conn, stale)
     assert ledger.get(job.id).owner == "node-b"
+
+
+# -- field limits: one bad record never costs a batch -----------------------------------------------
+
+
+def _abr(base: int, *, state: str = "NSW", postcode: str = "2000", given: str = "JO", asic: str | None = None) -> str:
+    asic_xml = f'<ASICNumber ASICNumberType="undetermined">{asic}</ASICNumber>' if asic is not None else ""
+    return (
+        f'<ABR recordLastUpdatedDate="20240412" replaced="N"><ABN status="ACT" ABNStatusFromDate="19991101">'
+        f"{abn_from_base(base)}</ABN><EntityType><EntityTypeInd>IND</EntityTypeInd>"
+        "<EntityTypeText>Individual/Sole Trader</EntityTypeText></EntityType>"
+        f'<LegalEntity><IndividualName type="LGL"><GivenName>{given}</GivenName><FamilyName>NGUYEN</FamilyName>'
+        f"</IndividualName><BusinessAddress><AddressDetails><State>{state}</State><Postcode>{postcode}</Postcode>"
+        f'</AddressDetails></BusinessAddress></LegalEntity>{asic_xml}<GST status="ACT" GSTStatusFromDate="20000701" />'
+        "</ABR>"
+    )
+
+
+# (record, the reject reason or None for a legal record)
+UNUSUAL = [
+    (_abr(1, postcode="12345"), None),
+    (_abr(2, postcode="P" * 50), None),
+    (_abr(3, state="", postcode=""), None),
+    (_abr(4, state="AAT", postcode="6798"), None),
+    (_abr(5, asic="000123456"), None),
+    (_abr(6, state="NSWX"), "State longer than 3 characters (4): 'NSWX'"),
+    (_abr(7, postcode="P" * 51), f"Postcode longer than 50 characters (51): {'P' * 51!r}"),
+    (_abr(8, given="J\x01O"), "control character in GivenName: 'J\\x01O'"),
+    (_abr(9, given="J&#9;O"), "control character in GivenName: 'J\\tO'"),
+    (_abr(10, asic="00012345X"), "ASICNumber is not up to 9 digits: '00012345X'"),
+    (_abr(11), None),
+]
+
+
+def _unusual_extract(path: Path) -> Path:
+    # Every other record on a line of its own (the published layout), the others run on (the compact
+    # one): both parser paths and both COPY formatters see legal and bad values.
+    head = '<?xml version="1.0"?>\n<Transfer error="none"><TransferInfo><FileSequenceNumber>1</FileSequenceNumber>'
+    head += "<RecordCount>11</RecordCount><ExtractTime>2026-06-24T00:00:00</ExtractTime></TransferInfo>\n"
+    body = "".join(("\n" if i % 2 else "") + r for i, (r, _) in enumerate(UNUSUAL))
+    path.write_bytes((head + body + "\n</Transfer>").encode())
+    return path
+
+
+def _contents(url: str) -> tuple[list, list]:
+    engine = sa.create_engine(normalize_url(url))
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.select(abn_entity).order_by(abn_entity.c.abn))]
+        rejects = [tuple(r) for r in conn.execute(sa.select(abn_reject).order_by(abn_reject.c.record_index))]
+    engine.dispose()
+    return rows, rejects
+
+
+def test_unusual_and_bad_values_give_the_same_rows_and_rejects_on_postgresql_and_sqlite(
+    sqlite_url, postgres_url, tmp_path
+):
+    source = _unusual_extract(tmp_path / "20260624_Public01.xml")
+    results, contents = [], []
+    for url, parallel in ((sqlite_url, False), (postgres_url, False), (sqlite_url, True)):
+        ledger = open_database(url)
+        results.append(ingest_file(plan([str(source)])[0], ledger, checkpoint_every=4, parallel=parallel))
+        ledger.engine.dispose()
+        contents.append(_contents(url))
+    (rows, rejects), (pg_rows, pg_rejects), _ = contents
+    assert pg_rows == rows and pg_rejects == rejects
+    assert results[0]["rejected"] == results[1]["rejected"] == 5 and results[2]["skipped"]
+    assert results[0]["inserted"] == results[1]["inserted"] == 6
+    expected = [(i, r) for i, (_, r) in enumerate(UNUSUAL) if r]
+    assert [(index, reason) for _, index, _, reason in rejects] == expected
+    assert all(abn == abn_from_base(i + 1) for _, i, abn, _ in rejects)
+    by_abn = {row[0]: row for row in rows}
+    state_postcode = [(by_abn[abn_from_base(b)][8], by_abn[abn_from_base(b)][9]) for b in (1, 2, 3, 4)]
+    assert state_postcode == [("NSW", "12345"), ("NSW", "P" * 50), (None, None), ("AAT", "6798")]
+    assert by_abn[abn_from_base(5)][12] == "000123456"
+    # through the parallel parser processes (the COPY format): the same again on PostgreSQL
+    ledger = open_database(postgres_url)
+    with ledger.engine.begin() as conn:
+        conn.execute(abn_entity.delete())
+        conn.execute(abn_reject.delete())
+    job = plan([str(source)])[0]
+    fresh = ingest_file(dataclasses.replace(job, id=job.id + ":again"), ledger, checkpoint_every=4, parallel=True)
+    ledger.engine.dispose()
+    assert (fresh["inserted"], fresh["rejected"]) == (6, 5)
+    assert _contents(postgres_url) == (rows, rejects)
+
+
+def _copy_batch(
+    first: int, lines: list[tuple[int, str, str]], updated: str = "2024-01-01", nameless: int | None = None
+) -> Batch:
+    """A batch as the parser would send it (in both writers' formats), for (base, state, postcode)
+    values the parser never lets through (to make the database refuse one); the record at position
+    `nameless` without the name that abn_entity requires."""
+    records = [
+        Record(
+            abn_from_base(b),
+            "ACT",
+            None,
+            "PRV",
+            None,
+            None if i == nameless else f"CO {b}",
+            None,
+            None,
+            state,
+            postcode,
+            None,
+            None,
+            None,
+            None,
+            "[]",
+            updated,
+            False,
+            first + i,
+        )
+        for i, (b, state, postcode) in enumerate(lines)
+    ]
+    return Batch(
+        first=first,
+        end=first + len(records),
+        valid=len(records),
+        copy_data=copy_lines(records, "refused.xml"),
+        rows=sqlite_rows(records, "refused.xml"),
+        line_index=[r.index for r in records],
+    )
+
+
+def test_a_record_the_database_refuses_costs_only_itself(database_url):
+    ledger = open_database(database_url)
+    writer = writer_for(ledger.engine)
+    values = [(b, "NSW", "2000") for b in range(200, 210)]
+    with ledger.engine.begin() as conn:
+        counts = writer.write(conn, _copy_batch(0, values, nameless=0))
+    assert (counts.inserted, counts.updated, counts.unchanged, counts.rejected) == (9, 0, 0, 1)
+    with ledger.engine.begin() as conn:  # the update path
+        again = writer.write(conn, _copy_batch(10, values, updated="2025-01-01", nameless=7))
+    assert (again.inserted, again.updated, again.unchanged, again.rejected) == (1, 8, 0, 1)
+    rows, rejects = _contents(database_url)
+    ledger.engine.dispose()
+    assert len(rows) == 10
+    assert [(r[1], r[2]) for r in rejects] == [(0, abn_from_base(200)), (17, abn_from_base(207))]
+    assert all("entity_name" in r[3] and r[3].startswith("refused by ") for r in rejects), rejects
+
+
+def test_a_batch_the_database_refuses_entirely_still_fails(database_url):
+    """Not one bad record but a fault of the batch (here: no record has a name): the batch fails as
+    a whole instead of rejecting every record."""
+    ledger = open_database(database_url)
+    writer = writer_for(ledger.engine)
+    batch = _copy_batch(0, [(b, "NSW", "2000") for b in range(300, 304)])
+    batch.copy_data = batch.copy_data.replace(b"\tCO 30", b"\t\\N\tCO 30")  # a column too many
+    batch.rows = [(*row[:5], None, *row[6:]) for row in batch.rows]  # entity_name NULL
+    with pytest.raises((psycopg.errors.DataError, sqlite3.IntegrityError)), ledger.engine.begin() as conn:
+        writer.write(conn, batch)
+    rows, rejects = _contents(database_url)
+    ledger.engine.dispose()
+    assert rows == rejects == []
+
+
+def test_postgresql_refusing_one_record_rejects_only_that_record(postgres_url):
+    ledger = open_database(postgres_url)
+    values = [(b, "NSW", "2000") for b in range(100, 137)]
+    values[23] = (123, "NSWXY", "2000")  # longer than varchar(3): PostgreSQL refuses it
+    writer = PostgresWriter()
+    with ledger.engine.begin() as conn:
+        counts = writer.write(conn, _copy_batch(0, values))
+    assert (counts.inserted, counts.updated, counts.unchanged, counts.rejected) == (36, 0, 0, 1)
+    # the upsert path (the ABNs are there now) bisects the same way
+    values[23], values[5] = (123, "VIC", "3000"), (105, "VIC", "3" * 51)
+    with ledger.engine.begin() as conn:
+        again = writer.write(conn, _copy_batch(100, values, updated="2025-01-01"))
+    assert (again.inserted, again.updated, again.unchanged, again.rejected) == (1, 35, 0, 1)
+    rows, rejects = _contents(postgres_url)
+    ledger.engine.dispose()
+    assert len(rows) == 37
+    assert [(r[0], r[1], r[2]) for r in rejects] == [
+        ("refused.xml", 23, abn_from_base(123)),
+        ("refused.xml", 105, abn_from_base(105)),
+    ]
+    assert rejects[0][3] == "refused by PostgreSQL: value too long for type character varying(3) (column state)"
+    assert rejects[1][3] == "refused by PostgreSQL: value too long for type character varying(50) (column postcode)"
+
+
+def test_create_tables_widens_an_existing_narrow_postcode_column(postgres_url):
+    ledger = open_database(postgres_url)
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE abn_entity ALTER COLUMN postcode TYPE varchar(4)")
+    create_tables(ledger.engine)
+    with ledger.engine.connect() as conn:
+        width = conn.exec_driver_sql(
+            "SELECT character_maximum_length FROM information_schema.columns "
+            "WHERE table_name = 'abn_entity' AND column_name = 'postcode'"
+        ).scalar_one()
+    ledger.engine.dispose()
+    assert width == 50

@@ -218,3 +218,79 @@ def test_invalid_utf8_is_rejected_not_passed_on():
     assert parse._fast_fields(raw) is None  # never sent to the database as is
     result = parse_record(0, raw)
     assert isinstance(result, Reject) and result.reason.startswith("malformed XML")
+
+
+@pytest.mark.parametrize(
+    ("raw", "state", "postcode"),
+    [
+        (individual(["JO"], postcode="12345"), "VIC", "12345"),
+        (individual(["JO"], postcode="P" * 50), "VIC", "P" * 50),
+        (individual(["JO"], postcode="\u00e9" * 50), "VIC", "\u00e9" * 50),  # 50 characters, 100 bytes
+        (individual(["JO"], state="", postcode="0000"), None, "0000"),
+        (individual(["JO"], state="AAT", postcode="6798"), "AAT", "6798"),
+    ],
+)
+def test_values_up_to_the_publishers_limits_are_kept(raw, state, postcode):
+    rec = both_paths(raw)
+    assert isinstance(rec, Record)
+    assert (rec.state, rec.postcode) == (state, postcode)
+
+
+def test_longest_legal_values_take_the_fast_path():
+    longest = SAMPLE.replace(b"STATE EMERGENCY SERVICE (NSW)", b"N" * 200).replace(
+        b"<GST", b'<ASICNumber ASICNumberType="undetermined">000123456</ASICNumber><GST'
+    )
+    assert parse._fast(0, longest) is not None
+    assert both_paths(longest).entity_name == "N" * 200
+    person = individual(["G" * 100, "H" * 100], title="T" * 50, postcode="P" * 50).replace(b"NGUYEN", b"F" * 50)
+    assert parse._fast(0, person) is not None
+    assert both_paths(person).given_names == "G" * 100 + " " + "H" * 100
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r.replace(b"<State>VIC<", b"<State>VICT<"), "State longer than 3 characters (4): 'VICT'"),
+        (lambda r: r.replace(b"3000", b"3" * 51), f"Postcode longer than 50 characters (51): {'3' * 51!r}"),
+        (lambda r: r.replace(b"NGUYEN", b"N" * 51), "FamilyName longer than 50 characters (51)"),
+        (lambda r: r.replace(b"<GivenName>JO", b"<GivenName>" + b"J" * 101), "GivenName longer than 100 characters"),
+        (lambda r: r.replace(b"<GivenName>", b"<NameTitle>" + b"T" * 51 + b"</NameTitle><GivenName>"), "NameTitle"),
+        (lambda r: r.replace(b"<GivenName>JO", b"<GivenName>J\x01O"), "control character in GivenName: 'J\\x01O'"),
+        (lambda r: r.replace(b"<GivenName>JO", b"<GivenName>J&#9;O"), "control character in GivenName: 'J\\tO'"),
+        (lambda r: r.replace(b"<GivenName>JO", b"<GivenName>J\x7fO"), "control character in GivenName: 'J\\x7fO'"),
+        (lambda r: r.replace(b"<GivenName>JO", "<GivenName>J\u0085O".encode()), "control character in GivenName"),
+        (lambda r: r.replace(b'status="CAN"', b'status="CANC"'), "ABN @status longer than 3 characters (4)"),
+        (lambda r: r.replace(b"IND<", b"INDIV<"), "EntityTypeInd longer than 4 characters (5)"),
+        (lambda r: r.replace(b"Individual/Sole Trader", b"X" * 101), "EntityTypeText longer than 100 characters"),
+    ],
+)
+def test_values_beyond_the_limits_are_rejected_naming_field_and_limit(mutate, reason):
+    raw = mutate(individual(["JO"]))
+    assert parse._fast_fields(raw) is None
+    result = parse_record(4, raw)
+    assert isinstance(result, Reject), result
+    assert result.reason.startswith(reason)
+    assert result.abn == VALID
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r.replace(b"(NSW)", b"(NSW)" + b"N" * 200), "NonIndividualNameText longer than 200 characters"),
+        (lambda r: r.replace(b"NEW SOUTH", b"N" * 200), "NonIndividualNameText longer than 200 characters"),
+        (lambda r: r.replace(b'type="TRD"', b'type="TRDX"'), "NonIndividualName @type longer than 3 characters"),
+        (lambda r: r.replace(b'GST status="ACT"', b'GST status="ACTV"'), "GST @status longer than 3 characters"),
+        (lambda r: r.replace(b"<GST", b'<ASICNumber ASICNumberType="u">00012345X</ASICNumber><GST'), "ASICNumber"),
+        (lambda r: r.replace(b"<GST", b'<ASICNumber ASICNumberType="u">0001234567</ASICNumber><GST'), "ASICNumber"),
+        (
+            lambda r: r.replace(b"EMERGENCY SERVICE (NSW)", b"EMERGENCY &#x85; SERVICE"),
+            "control character in NonIndividual",
+        ),
+    ],
+)
+def test_company_values_beyond_the_limits_are_rejected(mutate, reason):
+    raw = mutate(SAMPLE)
+    assert parse._fast_fields(raw) is None
+    result = parse_record(0, raw)
+    assert isinstance(result, Reject), result
+    assert result.reason.startswith(reason)

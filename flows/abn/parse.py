@@ -106,38 +106,74 @@ class RecordError(ValueError):
         self.abn = abn
 
 
+# The publisher's field limits (its readme, "Field limits"): the most characters a value may hold. The
+# columns hold every value within them; a record beyond them, or with a control character in any
+# field, is rejected with a reason naming the field and its limit. Dates are YYYYMMDD, the ABN is
+# 11 digits and ASICNumber up to 9 digits (or empty).
+LIMITS = {
+    "ABN @status": 3,
+    "EntityTypeInd": 4,
+    "EntityTypeText": 100,
+    "NonIndividualNameText": 200,
+    "NameTitle": 50,
+    "GivenName": 100,
+    "FamilyName": 50,
+    "State": 3,
+    "Postcode": 50,
+    "ASICNumber": 9,
+    "GST @status": 3,
+    "NonIndividualName @type": 3,
+}
+
+
 # Text as the compact files hold it: nothing, or no whitespace at either end (anything else takes
-# the full path, which strips). TEXT may be empty, TEXT1 may not.
-_TEXT = rb"((?:[^<\s](?:[^<]*[^<\s])?)?)"
-_TEXT1 = rb"([^<\s](?:[^<]*[^<\s])?)"
+# the full path, which strips), and at most `limit` bytes. A value within its limit in bytes is
+# within it in characters too (entities and UTF-8 only shrink when decoded); a longer one takes the
+# full path, which counts characters and rejects what is beyond the limit.
+def _text_re(limit: int) -> bytes:  # may be empty
+    return rb"((?:[^<\s](?:[^<]{0,%d}[^<\s])?)?)" % (limit - 2)
+
+
+def _text1_re(limit: int) -> bytes:  # not empty
+    return rb"([^<\s](?:[^<]{0,%d}[^<\s])?)" % (limit - 2)
+
+
 _FAST = re.compile(
     rb"\s*<ABR\s+recordLastUpdatedDate=\"(\d{8})\"\s+replaced=\"([YN])\"\s*>\s*"
-    rb"<ABN\s+status=\"([A-Z]+)\"\s+ABNStatusFromDate=\"(\d{8})\"\s*>(\d{11})</ABN>\s*"
-    rb"<EntityType>\s*<EntityTypeInd>([A-Z]+)</EntityTypeInd>\s*"
-    rb"(?:<EntityTypeText>" + _TEXT + rb"</EntityTypeText>\s*)?</EntityType>\s*"
+    rb"<ABN\s+status=\"([A-Z]{1,3})\"\s+ABNStatusFromDate=\"(\d{8})\"\s*>(\d{11})</ABN>\s*"
+    rb"<EntityType>\s*<EntityTypeInd>([A-Z]{1,4})</EntityTypeInd>\s*"
+    rb"(?:<EntityTypeText>" + _text_re(100) + rb"</EntityTypeText>\s*)?</EntityType>\s*"
     rb"(?:<MainEntity>\s*<NonIndividualName\s+type=\"MN\"\s*>\s*"
-    rb"<NonIndividualNameText>" + _TEXT1 + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*"
-    rb"|<LegalEntity>\s*<IndividualName\s+type=\"LGL\"\s*>\s*(?:<NameTitle>[^<]*</NameTitle>\s*)?"
-    rb"(?:<GivenName>" + _TEXT + rb"</GivenName>\s*)?(?:<GivenName>" + _TEXT + rb"</GivenName>\s*)?"
-    rb"<FamilyName>" + _TEXT1 + rb"</FamilyName>\s*</IndividualName>\s*)"
-    rb"<BusinessAddress>\s*<AddressDetails>\s*<State>" + _TEXT + rb"</State>\s*<Postcode>" + _TEXT + rb"</Postcode>\s*"
+    rb"<NonIndividualNameText>" + _text1_re(200) + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*"
+    rb"|<LegalEntity>\s*<IndividualName\s+type=\"LGL\"\s*>\s*(?:<NameTitle>[^<&]{0,50}</NameTitle>\s*)?"
+    rb"(?:<GivenName>" + _text_re(100) + rb"</GivenName>\s*)?(?:<GivenName>" + _text_re(100) + rb"</GivenName>\s*)?"
+    rb"<FamilyName>" + _text1_re(50) + rb"</FamilyName>\s*</IndividualName>\s*)"
+    rb"<BusinessAddress>\s*<AddressDetails>\s*<State>" + _text_re(3) + rb"</State>\s*"
+    rb"<Postcode>" + _text_re(50) + rb"</Postcode>\s*"
     rb"</AddressDetails>\s*</BusinessAddress>\s*</(?:MainEntity|LegalEntity)>\s*"
-    rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>" + _TEXT + rb"</ASICNumber>\s*)?"
-    rb"(?:<GST\s+status=\"([A-Z]+)\"\s+GSTStatusFromDate=\"(\d{8})\"\s*/>\s*)?",
+    rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>(\d{0,9})</ASICNumber>\s*)?"
+    rb"(?:<GST\s+status=\"([A-Z]{1,3})\"\s+GSTStatusFromDate=\"(\d{8})\"\s*/>\s*)?",
 )
 _OTHER_ELEMENT = (
     rb"\s*<(DGR|OtherEntity)(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*>\s*"
-    rb"<NonIndividualName\s+type=\"([A-Z]+)\"\s*>\s*<NonIndividualNameText>" + _TEXT1 + rb"</NonIndividualNameText>\s*"
-    rb"</NonIndividualName>\s*</(?:DGR|OtherEntity)>\s*"
+    rb"<NonIndividualName\s+type=\"([A-Z]{1,3})\"\s*>\s*<NonIndividualNameText>"
+    + _text1_re(200)
+    + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*</(?:DGR|OtherEntity)>\s*"
 )
 _OTHER = re.compile(_OTHER_ELEMENT)
 _OTHERS_ALL = re.compile(
     rb"(?:"
     + _OTHER_ELEMENT.replace(b"(DGR|OtherEntity)", b"(?:DGR|OtherEntity)")
     .replace(b"(\\d{8})", b"\\d{8}")
-    .replace(b"([A-Z]+)", b"[A-Z]+")
+    .replace(b"([A-Z]{1,3})", b"[A-Z]{1,3}")
     + rb")*\s*"
 )
+# Bytes that send a record to the full path: a backslash, tab or line break (so no fast-path value
+# ever needs COPY escaping) and every other ASCII control character (a bad record: the full path
+# gives the reason). Deleting them and comparing lengths costs what four `in` tests did.
+_FAST_DECLINES = bytes(range(0x20)) + b"\x7f\\"
+_C1 = re.compile("[\x80-\x9f]")  # the C1 control characters (only in non-ASCII records)
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @lru_cache(maxsize=65536)
@@ -174,8 +210,8 @@ def _unescape(text: str) -> str:
         if match.group(1):
             return _NAMED[match.group(1)]
         code = int(match.group(2)) if match.group(2) else int(match.group(3), 16)
-        if code == 0 or code > 0x10FFFF:
-            raise _NotXml(text)
+        if code < 0x20 or 0x7F <= code <= 0x9F or code > 0x10FFFF:
+            raise _NotXml(text)  # a control character (or not a character): the full path decides
         return chr(code)
 
     decoded = _ENTITY.sub(one, text)
@@ -220,16 +256,14 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per lay
     """The regex path: the 17 data fields as bytes ready for COPY (NULL for a missing value, dates
     as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON), or None when the record
     is not in the usual layout or not valid (the full path then decides, and gives the reject
-    reason). A record with a backslash, tab or line break anywhere takes the full path, so no
-    value here ever needs COPY escaping."""
+    reason). A record with a backslash, tab, line break or other control character anywhere takes
+    the full path, so no value here ever needs COPY escaping; the regex bounds every text by its
+    field limit (LIMITS), so a value it takes is always within it."""
     match = _FAST.match(raw)
-    if match is None or b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\r" in raw:
+    if match is None or len(raw.translate(None, _FAST_DECLINES)) != len(raw):
         return None
-    if not raw.isascii():
-        try:
-            raw.decode()  # the bytes go to PostgreSQL as they are: they must be valid UTF-8
-        except UnicodeDecodeError:
-            return None
+    if not raw.isascii() and not _utf8_without_c1(raw):
+        return None
     (updated, replaced, status, status_from, abn, code, code_text, main_name, given1, given2, family,
      state, postcode, asic, gst, gst_from) = match.groups()  # fmt: skip
     if (sum(map(mul, WEIGHTS, abn)) - _CHECKSUM_OFFSET) % 89:
@@ -286,6 +320,15 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per lay
 _CONTROL = re.compile(rb"[\x00-\x1f]")
 
 
+def _utf8_without_c1(raw: bytes) -> bool:
+    """The bytes go to PostgreSQL as they are: they must be valid UTF-8 (and free of the C1
+    control characters, which only a non-ASCII record can hold)."""
+    try:
+        return _C1.search(raw.decode()) is None
+    except UnicodeDecodeError:
+        return False
+
+
 def _plain(value: bytes | None) -> bytes | None:
     return value or None
 
@@ -333,12 +376,75 @@ def _text(element) -> str | None:
     return value or None
 
 
+def _show(value: str) -> str:
+    return repr(value) if len(value) <= 60 else repr(value[:60]) + "..."
+
+
+def _check(value: str | None, what: str) -> None:
+    """Raise the reject reason when `value` breaks its field's limit or holds a control character."""
+    if value is None:
+        return
+    limit = LIMITS[what]
+    if len(value) > limit:
+        raise RecordError(f"{what} longer than {limit} characters ({len(value)}): {_show(value)}")
+    if _CONTROL_CHARS.search(value):
+        raise RecordError(f"control character in {what}: {_show(value)}")
+
+
+def _check_limits(record: Record, title: str | None, givens: list[str], others: Sequence[tuple[str, str]]) -> None:
+    """The field limits on a parsed record (and on the parts of it no column keeps as they are)."""
+    for value, what in (
+        (record.abn_status, "ABN @status"),
+        (record.entity_type_code, "EntityTypeInd"),
+        (record.entity_type_text, "EntityTypeText"),
+        (record.entity_name if record.family_name is None else None, "NonIndividualNameText"),
+        (title, "NameTitle"),
+        *((given, "GivenName") for given in givens),
+        (record.family_name, "FamilyName"),
+        (record.state, "State"),
+        (record.postcode, "Postcode"),
+        (record.gst_status, "GST @status"),
+    ):
+        _check(value, what)
+    asic = record.asic_number
+    if asic is not None and not (len(asic) <= LIMITS["ASICNumber"] and asic.isascii() and asic.isdigit()):
+        raise RecordError(f"ASICNumber is not up to {LIMITS['ASICNumber']} digits: {_show(asic)}")
+    for kind, name in others:
+        _check(kind, "NonIndividualName @type")
+        _check(name, "NonIndividualNameText")
+
+
+_XML_ILLEGAL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters XML 1.0 does not allow
+_TAG = re.compile(rb"<([A-Za-z]+)")
+_RAW_ABN = re.compile(rb"<ABN[^>]*>\s*(\d{11})\s*</ABN>")
+
+
+def _control_error(raw: bytes) -> RecordError | None:
+    """For a record lxml refuses: when a control character is the cause, the reject reason names
+    the element (or element's attributes) holding it, like the limit checks do."""
+    found = _XML_ILLEGAL.search(raw)
+    if found is None:
+        return None
+    at = found.start()
+    start = raw.rfind(b"<", 0, at)
+    tag = _TAG.match(raw, start) if start >= 0 else None
+    what = tag.group(1).decode() if tag else "ABR"
+    if tag and raw.find(b">", start, at) < 0:
+        what += " attributes"
+    end = raw.find(b"<", at)
+    text = raw[raw.rfind(b">", 0, at) + 1 : end if end >= 0 else len(raw)]
+    abn = _RAW_ABN.search(raw)
+    return RecordError(
+        f"control character in {what}: {_show(text.decode(errors='replace'))}", abn.group(1).decode() if abn else None
+    )
+
+
 def _full(index: int, raw: bytes) -> Record:
     """Parse one record with lxml; raise RecordError with the reject reason."""
     try:
         abr = etree.fromstring((raw if raw.rstrip().endswith(_END) else raw + _END).strip(), parser=_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise RecordError(f"malformed XML: {exc.msg}") from None
+        raise _control_error(raw) or RecordError(f"malformed XML: {exc.msg}") from None
     if abr.tag != "ABR":
         raise RecordError(f"unexpected element <{abr.tag}>")
     abn_el = abr.find("ABN")
@@ -359,7 +465,8 @@ def _full(index: int, raw: bytes) -> Record:
         main, legal = abr.find("MainEntity"), abr.find("LegalEntity")
         if (main is None) == (legal is None):
             raise RecordError("expected exactly one of MainEntity / LegalEntity")
-        given_names = family_name = None
+        given_names = family_name = title = None
+        givens: list[str] = []
         if main is not None:
             name = _text(main.find("NonIndividualName/NonIndividualNameText"))
             holder = main
@@ -367,6 +474,7 @@ def _full(index: int, raw: bytes) -> Record:
             person = legal.find("IndividualName")
             givens = [g for g in (_text(e) for e in person.findall("GivenName")) if g] if person is not None else []
             family_name = _text(person.find("FamilyName")) if person is not None else None
+            title = _text(person.find("NameTitle")) if person is not None else None
             given_names = " ".join(givens) or None
             name = f"{given_names} {family_name}" if given_names and family_name else family_name
             holder = legal
@@ -379,7 +487,7 @@ def _full(index: int, raw: bytes) -> Record:
             for n in abr.iterfind("*/NonIndividualName")
             if n.getparent().tag in ("DGR", "OtherEntity")
         )
-        return Record(
+        record = Record(
             abn,
             status,
             parse_date(abn_el.get("ABNStatusFromDate"), "ABNStatusFromDate"),
@@ -399,6 +507,8 @@ def _full(index: int, raw: bytes) -> Record:
             abr.get("replaced") == "Y",
             index,
         )
+        _check_limits(record, title, givens, others)
+        return record
     except RecordError as exc:
         exc.abn = abn
         raise

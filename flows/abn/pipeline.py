@@ -97,6 +97,7 @@ def produce_batches(
     With `stride` parsers on one file, this one parses batches number slot, slot+stride, ... and
     only cuts the records of the others out of the stream (cheap) without parsing them."""
     fast: list[tuple] = []  # fast-path field tuples (copy)
+    fast_index: list[int] = []  # their record indices in the file
     records: list[Record] = []  # full-path records (copy) or every record (rows)
     rejects: list[tuple[str, int, str | None, str]] = []
 
@@ -108,9 +109,12 @@ def produce_batches(
         )
         if fmt == "copy":
             batch.copy_data = copy_from_fields(fast, job.name) + copy_lines(records, job.name)
+            batch.line_index = fast_index + [rec.index for rec in records]
         else:
             batch.rows = sqlite_rows(records, job.name)
+            batch.line_index = [rec.index for rec in records]
         fast.clear()
+        fast_index.clear()
         records.clear()
         rejects.clear()
         return batch
@@ -134,6 +138,7 @@ def produce_batches(
                         fields = _fast_fields(raw) if fmt == "copy" else None
                         if fields is not None:
                             fast.append(fields)
+                            fast_index.append(index + at)
                             continue
                         item = parse_record(index + at, raw)
                         if isinstance(item, Reject):
