@@ -1,8 +1,9 @@
 """`abn_bulk_ingestion`: load the ABN Bulk Extract into `abn_entity`, spot-safe.
 
 As a Prefect flow (deployment from the catalog, pool `bulk-processing`): plan one job per XML
-file, then either ingest them in this run (no Redis) or put them on the `bulk:jobs` queue, start
-`helpers` extra `bulk_worker` runs so several nodes split the files, and consume jobs itself
+file, then either ingest them in this run (no Redis) or put them on the queue of the database
+they write to (`bulk:jobs:<destination id>`), start `helpers` extra `bulk_worker` runs so several
+nodes split the files, and consume jobs itself
 until every file is complete. Every file commits its checkpoint with its rows, so a preempted
 run (rescheduled) or a dead node (its job reclaimed) resumes where the ledger says.
 
@@ -89,9 +90,9 @@ def ingest_one(job: dict[str, Any], database_url: str, checkpoint_every: int) ->
 
 
 @task
-def enqueue_files(jobs: list[dict[str, Any]], redis_url: str) -> int:
-    """Put each file on `bulk:jobs` once (a rescheduled run enqueues nothing twice)."""
-    queue = ReliableQueue(redis_url)
+def enqueue_files(jobs: list[dict[str, Any]], redis_url: str, destination: str) -> int:
+    """Put each file on its destination's queue once (a rescheduled run enqueues nothing twice)."""
+    queue = ReliableQueue(redis_url, destination=destination)
     return sum(queue.enqueue(job) is not None for job in jobs)
 
 
@@ -138,14 +139,14 @@ def abn_bulk_ingestion(
         jobs = plan_files(sources)
         logger.info("%d files to ingest", len(jobs))
         if redis_url:
-            enqueue_files(jobs, redis_url)
+            ctx = make_context(database_url, redis_url, checkpoint_every)
+            queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
+            enqueue_files(jobs, redis_url, ctx.ledger.destination)
             if helpers > 0:
                 # Helpers read the node's own settings; only password-less URLs given to this run
                 # are passed on (a parameter is stored and shown by Prefect).
                 passed = {key: value for key, value in given.items() if value}
                 launch_helpers(helpers, {**passed, "checkpoint_every": checkpoint_every})
-            ctx = make_context(database_url, redis_url, checkpoint_every)
-            queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())
             ids = [job["id"] for job in jobs]
 
             def settled() -> bool:
@@ -156,8 +157,9 @@ def abn_bulk_ingestion(
 
             consume(queue, ctx, stop_when=settled, idle_timeout_s=None)
             dead = [job_id for job_id in ids if queue.status(job_id) == "dead"]
+            dead_key = queue.dead_letter
         else:
-            dead = []
+            dead, dead_key = [], ""
             for job in jobs:
                 if term.requested:
                     term.stop()
@@ -169,7 +171,7 @@ def abn_bulk_ingestion(
         summary = summarize(open_database(database_url), file_jobs)
     logger.info("abn_bulk_ingestion: %s", summary)
     if dead:
-        raise RuntimeError(f"{len(dead)} file(s) were dead-lettered (see bulk:jobs:dead): {', '.join(dead)}")
+        raise RuntimeError(f"{len(dead)} file(s) were dead-lettered (see {dead_key}): {', '.join(dead)}")
     return summary
 
 

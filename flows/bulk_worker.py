@@ -1,8 +1,9 @@
-"""`bulk_worker`: the generic consumer of the `bulk:jobs` queue (seed §3.3), made spot-safe.
+"""`bulk_worker`: the generic consumer of the bulk job queue, made spot-safe.
 
 Every bulk flow that splits its work enqueues jobs (one per ABN file, ...) on the Redis stream
-`bulk:jobs`; `bulk_worker` runs anywhere in the bulk pool, takes jobs one at a time and
-dispatches them by type. A job taken by a node that is then preempted is not lost:
+of its destination, `bulk:jobs:<destination id>` (the id of the database the jobs write to, kept
+in its ledger: a job can only be taken by a consumer writing to that database); `bulk_worker`
+runs anywhere in the bulk pool, takes jobs one at a time and dispatches them by type. A job taken by a node that is then preempted is not lost:
 
 * with a notice, the job's handler commits its checkpoint, the job goes straight back to the
   queue (`release`, no attempt counted) and the run ends rescheduled;
@@ -37,7 +38,11 @@ from flows.runtime.retry import call_with_retries, is_transient
 from flows.runtime.termination import Termination, termination
 
 log = logging.getLogger("agency_os.bulk_worker")
-ATTEMPTED_KEY = "bulk:metrics:attempted"  # records processed per job, counted before each commit
+ATTEMPTED_KEY = "bulk:metrics:attempted"  # + ":<destination>": records processed per job, counted before each commit
+
+
+def attempted_key(destination: str) -> str:
+    return f"{ATTEMPTED_KEY}:{destination}"
 
 
 def database_url_from_env() -> str | None:
@@ -77,7 +82,7 @@ class WorkContext:
         """Out-of-band counter of records whose processing started (committed or not): attempted
         minus committed is the work preemptions made us redo."""
         if self.redis is not None:
-            self.redis.hincrby(ATTEMPTED_KEY, job.id, batch.records)
+            self.redis.hincrby(attempted_key(self.ledger.destination), job.id, batch.records)
 
 
 def handle_abn_file(delivery: Delivery, ctx: WorkContext) -> dict[str, Any]:
@@ -141,6 +146,14 @@ def consume(
             )
             stats.dead_lettered += 1
             continue
+        if delivery.job.get("destination") != ctx.ledger.destination:
+            # refused before any write: a job is only ever written where it was planned
+            delivery.dead_letter(
+                f"job is for destination {delivery.job.get('destination')!r}; this consumer writes to "
+                f"{ctx.ledger.destination!r}"
+            )
+            stats.dead_lettered += 1
+            continue
         _run_job(delivery, handler, ctx, stats)
         idle_since = time.monotonic()
 
@@ -193,7 +206,12 @@ def make_context(database_url: str, redis_url: str | None, checkpoint_every: int
 def make_queue(ctx: WorkContext, visibility_timeout_s: float) -> ReliableQueue:
     if ctx.redis is None:
         raise ValueError("bulk_worker needs a Redis URL (parameter redis_url or AGENCY_OS_REDIS_URL)")
-    return ReliableQueue(ctx.redis, visibility_timeout_s=visibility_timeout_s, max_strikes=max_strikes_from_env())
+    return ReliableQueue(
+        ctx.redis,
+        destination=ctx.ledger.destination,
+        visibility_timeout_s=visibility_timeout_s,
+        max_strikes=max_strikes_from_env(),
+    )
 
 
 @flow(**flow_options("bulk_worker"))
@@ -204,7 +222,7 @@ def bulk_worker(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     visibility_timeout_s: float | None = None,
 ) -> dict[str, int]:
-    """Consume `bulk:jobs` until it has been idle for `idle_timeout_s`."""
+    """Consume the jobs of this node's database until the queue has been idle for `idle_timeout_s`."""
     term = termination.install()
     logger = get_run_logger()
     database_url, redis_url = settings.resolve(database_url, redis_url, redis_required=True)
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = make_context(args.database_url, args.redis_url, args.checkpoint_every)
     queue = ReliableQueue(
         ctx.redis,
+        destination=ctx.ledger.destination,
         visibility_timeout_s=args.visibility_timeout,
         max_attempts=args.max_attempts,
         max_strikes=max_strikes_from_env(),

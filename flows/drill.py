@@ -37,9 +37,10 @@ import redis
 import sqlalchemy as sa
 
 from flows.abn_fixture import generate
-from flows.bulk_worker import ATTEMPTED_KEY
-from flows.runtime.ledger import normalize_url
+from flows.bulk_worker import attempted_key
+from flows.runtime.ledger import Ledger, normalize_url
 from flows.runtime.prefect_rest import prefect_http
+from flows.runtime.queue import destination_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_LABEL = "agency-os.role=spot-node"
@@ -126,6 +127,10 @@ class Drill:
         self.http = prefect_http(config.api_url)
         self.engine = sa.create_engine(normalize_url(config.database_url), pool_pre_ping=True)
         self.redis = redis.Redis.from_url(config.redis_url, decode_responses=True)
+        ledger = Ledger(self.engine)
+        ledger.setup()
+        self.destination = ledger.destination  # the drill database's own queue namespace
+        self.stream = destination_stream(self.destination)
         self.preemptions: list[Preemption] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -152,9 +157,9 @@ class Drill:
         with self.engine.begin() as conn:
             for table in ("abn_entity", "abn_reject", "job_ledger"):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-        keys = list(self.redis.scan_iter("bulk:*"))
-        if keys:
-            self.redis.delete(*keys)
+        # only this database's queue and counters: production jobs live under another destination
+        keys = [*self.redis.scan_iter(f"{self.stream}*"), attempted_key(self.destination)]
+        self.redis.delete(*keys)
 
     def start_run(self, sources: list[str]) -> str:
         dep = self.http.get("/deployments/name/abn_bulk_ingestion/abn_bulk_ingestion").raise_for_status().json()
@@ -318,8 +323,8 @@ class Drill:
         complete = [r for r in ledger if r["status"] == "complete"]
         committed = sum(int((r["result"] or {}).get("records", 0)) for r in complete)
         inserted = sum(int((r["result"] or {}).get("inserted", 0)) for r in complete)
-        attempted = sum(int(v) for v in self.redis.hgetall(ATTEMPTED_KEY).values())
-        dead = self.redis.llen("bulk:jobs:dead")
+        attempted = sum(int(v) for v in self.redis.hgetall(attempted_key(self.destination)).values())
+        dead = self.redis.llen(f"{self.stream}:dead")
         runs = self.runs(parent)
         recoveries = [p.recovery_s for p in self.preemptions if p.recovery_s is not None]
         notice_recoveries = [p.recovery_s for p in self.preemptions if p.mode == "notice" and p.recovery_s is not None]

@@ -15,7 +15,7 @@ import redis
 from flows.abn.sources import plan
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
-from flows.bulk_worker import ATTEMPTED_KEY, max_strikes_from_env
+from flows.bulk_worker import attempted_key, max_strikes_from_env
 from flows.runtime.queue import RELEASED, ReliableQueue
 
 from services import ledger_progress
@@ -123,11 +123,15 @@ def test_a_holder_that_keeps_dying_without_progress_is_poison_but_progress_clear
     assert dead["job"]["id"] == "oom" and "died 3 times without progress" in dead["reason"]
 
 
+def queue_for(redis_url: str, database_url: str, **options) -> ReliableQueue:
+    """The queue of the jobs that write to `database_url` (its destination's stream)."""
+    return ReliableQueue(redis_url, destination=open_database(database_url).destination, **options)
+
+
 @pytest.fixture
-def one_file_job(redis_url, tmp_path):
+def one_file_job(tmp_path):
     manifest = generate(20_000, 8, tmp_path, files=1, bad_every=250)
     [job] = plan([str(tmp_path / manifest["sources"][0])])
-    ReliableQueue(redis_url).enqueue(job.to_job())
     return job, manifest
 
 
@@ -150,6 +154,8 @@ def _rows(database_url: str) -> tuple[int, int]:
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_worker_preempted_while_holding_a_job_its_effect_appears_once(redis_url, database_url, one_file_job, how):
     job, manifest = one_file_job
+    queue = queue_for(redis_url, database_url)
+    queue.enqueue(job.to_job())
     first = worker(
         redis_url, database_url, "--checkpoint-every", "200", "--visibility-timeout", "2", "--idle-timeout", "1"
     )
@@ -157,7 +163,6 @@ def test_worker_preempted_while_holding_a_job_its_effect_appears_once(redis_url,
     first.send_signal(getattr(signal, how))
     first.communicate(timeout=60)
     assert first.returncode == (143 if how == "SIGTERM" else -signal.SIGKILL)
-    queue = ReliableQueue(redis_url)
     if how == "SIGTERM":
         # handed back at once (parked for the next consumer), not waiting for a visibility timeout
         [parked] = queue.redis.xpending_range(queue.stream, queue.group, "-", "+", 10)
@@ -176,12 +181,14 @@ def test_worker_preempted_while_holding_a_job_its_effect_appears_once(redis_url,
         lease.complete and lease.result["inserted"] == manifest["valid"] and lease.result["rejected"] == manifest["bad"]
     )
     assert queue.depth() == {"entries": 0, "pending": 0} and queue.dead_letters() == []
-    redone = int(redis.Redis.from_url(redis_url).hget(ATTEMPTED_KEY, job.id)) - manifest["records"]
+    attempted = redis.Redis.from_url(redis_url).hget(attempted_key(queue.destination), job.id)
+    redone = int(attempted) - manifest["records"]
     assert redone == 0 if how == "SIGTERM" else 0 <= redone <= 200
 
 
 def test_poison_job_is_dead_lettered_and_the_worker_carries_on(redis_url, sqlite_url, one_file_job):
-    queue = ReliableQueue(redis_url)
+    queue = queue_for(redis_url, sqlite_url)
+    queue.enqueue(one_file_job[0].to_job())
     queue.enqueue(
         {"id": "abn:missing", "type": "abn_file", "source": "/nonexistent/x.xml", "member": None, "name": "x.xml"}
     )
@@ -205,3 +212,33 @@ def test_the_strike_limit_comes_from_the_environment_and_is_checked(monkeypatch)
     monkeypatch.setenv("AGENCY_OS_QUEUE_MAX_STRIKES", "0")
     with pytest.raises(ValueError, match="must be >= 1"):
         max_strikes_from_env()
+
+
+def test_a_job_is_only_written_to_its_own_destination(redis_url, tmp_path):
+    """Two databases, one Redis: each consumer takes only its own database's jobs, and a job that
+    reached the wrong queue is refused before any write."""
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    sources = []
+    for seed, name in ((1, "a"), (2, "b")):
+        manifest = generate(2_000, seed, tmp_path / name, files=1)
+        sources.append((plan([str(tmp_path / name / manifest["sources"][0])])[0], manifest))
+    (job_a, manifest_a), (job_b, _) = sources
+    queue_a, queue_b = queue_for(redis_url, first), queue_for(redis_url, second)
+    assert queue_a.stream != queue_b.stream and queue_a.destination != queue_b.destination
+    queue_a.enqueue(job_a.to_job())
+    queue_b.enqueue(job_b.to_job())
+    with pytest.raises(ValueError, match="is for destination"):
+        queue_a.enqueue({**job_b.to_job(), "id": "other", "destination": queue_b.destination})
+    # a misrouted job (written to the stream by hand) is refused, not written
+    queue_a.redis.xadd(queue_a.stream, {"job": json.dumps({**job_b.to_job(), "id": "stray", "destination": "db-x"})})
+
+    proc = worker(redis_url, first, "--idle-timeout", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["done"] == 1 and stats["dead_lettered"] == 1
+    assert _rows(first) == (manifest_a["valid"], manifest_a["valid"])  # only its own job
+    assert open_database(first).get(job_b.id) is None and open_database(first).get("stray") is None
+    [stray] = queue_a.dead_letters()
+    assert "is for destination 'db-x'" in stray["reason"]
+    assert queue_b.depth()["entries"] == 1  # the other database's job is still waiting for its consumer

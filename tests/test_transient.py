@@ -38,7 +38,7 @@ def test_postgres_down_for_10_s_mid_ingestion_costs_no_attempt_and_loses_nothing
     database_url, root = own_postgres
     manifest = generate(150_000, 8, tmp_path, files=1, bad_every=250)
     [job] = plan([str(tmp_path / manifest["sources"][0])])
-    queue = ReliableQueue(redis_url)
+    queue = ReliableQueue(redis_url, destination=open_database(database_url).destination)
     queue.enqueue(job.to_job())
     worker = subprocess.Popen(
         [sys.executable, "-m", "flows.bulk_worker", "--redis-url", redis_url, "--database-url", database_url,

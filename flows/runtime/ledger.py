@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,17 @@ job_ledger = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True)),
 )
+
+
+# One row per database: its destination id, a random identifier created with the ledger. Jobs
+# carry it, queues are named after it, so a job can only be written where it was planned.
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+DESTINATION_KEY = "destination_id"
 
 
 class Fenced(RuntimeError):
@@ -145,14 +157,35 @@ class Ledger:
 
     def __init__(self, engine: Engine | str = DEFAULT_URL):
         self.engine = make_engine(engine) if isinstance(engine, str) else engine
+        self._destination: str | None = None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def setup(self) -> None:
-        """Create the ledger table if it does not exist."""
-        metadata.create_all(self.engine, tables=[job_ledger])
+        """Create the ledger tables if they do not exist, and this database's destination id."""
+        metadata.create_all(self.engine, tables=[job_ledger, ledger_meta])
+        insert_fn = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert_fn(ledger_meta)
+                .values(key=DESTINATION_KEY, value=f"db-{uuid.uuid4().hex[:16]}")
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+
+    @property
+    def destination(self) -> str:
+        """This database's destination id (stable for its life, no credentials in it)."""
+        if self._destination is None:
+            stmt = select(ledger_meta.c.value).where(ledger_meta.c.key == DESTINATION_KEY)
+            with self.engine.connect() as conn:
+                value = conn.execute(stmt).scalar_one_or_none()
+            if value is None:
+                self.setup()
+                return self.destination
+            self._destination = value
+        return self._destination
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -39,6 +39,13 @@ import redis
 log = logging.getLogger("agency_os.queue")
 
 DEFAULT_STREAM = "bulk:jobs"
+
+
+def destination_stream(destination: str) -> str:
+    """The stream of the jobs that write to one destination (a ledger's database)."""
+    return f"{DEFAULT_STREAM}:{destination}"
+
+
 DEFAULT_GROUP = "bulk-workers"
 
 _ENQUEUE = """
@@ -207,6 +214,7 @@ class ReliableQueue:
         max_attempts: int = 5,
         max_strikes: int = 5,
         dead_letter: str | None = None,
+        destination: str | None = None,
     ):
         problems = [
             f"{name} must be {rule}, not {value!r}"
@@ -220,7 +228,8 @@ class ReliableQueue:
         if problems:
             raise ValueError("queue settings: " + "; ".join(problems))
         self.redis = redis.Redis.from_url(client, decode_responses=True) if isinstance(client, str) else client
-        self.stream = stream
+        self.destination = destination
+        self.stream = destination_stream(destination) if destination else stream
         self.group = group
         self.consumer = consumer or default_consumer()
         self.visibility_timeout_s = visibility_timeout_s
@@ -253,6 +262,10 @@ class ReliableQueue:
         job with that id was enqueued before (queued, running or done) and `force` is false."""
         if not isinstance(job, dict) or not job.get("id") or not job.get("type"):
             raise ValueError(f"a job is a JSON object with non-empty 'id' and 'type', got {job!r}")
+        if self.destination and job.setdefault("destination", self.destination) != self.destination:
+            raise ValueError(
+                f"job {job['id']} is for destination {job['destination']}, not this queue's {self.destination}"
+            )
         self.ensure_group()
         payload = json.dumps(job, sort_keys=True)
         return self._enqueue(keys=[self.stream, self.index_key], args=[str(job["id"]), payload, "1" if force else "0"])
