@@ -34,7 +34,7 @@ from prefect.runtime import flow_run
 from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
 from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, plan
 from flows.abn.store import create_tables
-from flows.bulk_worker import consume, make_context, make_queue, visibility_timeout_from_env
+from flows.bulk_worker import make_context, make_queue, visibility_timeout_from_env, work_until_settled
 from flows.catalog import flow_options
 from flows.runtime import settings
 from flows.runtime.ledger import Ledger
@@ -125,12 +125,15 @@ def abn_bulk_ingestion(
     helpers: int = 0,
     visibility_timeout_s: float | None = None,
     scratch: bool = False,
+    deadline_hours: float | None = 24.0,
 ) -> dict[str, Any]:
     """Ingest the ABN Bulk Extract (default: the data.gov.au resources) into `abn_entity`.
 
     The database and Redis are the node's (AGENCY_OS_DATABASE_URL, AGENCY_OS_REDIS_URL) unless
     given here without a password; `scratch` (the cutover canary) ingests into a throw-away SQLite
-    file without the queue, so it can never take or write a production job."""
+    file without the queue, so it can never take or write a production job. With the queue, jobs
+    that Redis lost are enqueued again from the ledger, and after `deadline_hours` the run fails
+    naming the jobs that are not complete."""
     term = termination.install()
     logger = get_run_logger()
     given = {"database_url": database_url, "redis_url": redis_url}
@@ -147,16 +150,8 @@ def abn_bulk_ingestion(
                 # are passed on (a parameter is stored and shown by Prefect).
                 passed = {key: value for key, value in given.items() if value}
                 launch_helpers(helpers, {**passed, "checkpoint_every": checkpoint_every})
-            ids = [job["id"] for job in jobs]
-
-            def settled() -> bool:
-                return all(
-                    ((lease := ctx.ledger.get(job_id)) is not None and lease.complete) or queue.status(job_id) == "dead"
-                    for job_id in ids
-                )
-
-            consume(queue, ctx, stop_when=settled, idle_timeout_s=None)
-            dead = [job_id for job_id in ids if queue.status(job_id) == "dead"]
+            deadline_s = None if deadline_hours is None else deadline_hours * 3600
+            dead = work_until_settled(queue, ctx, jobs, deadline_s=deadline_s)
             dead_key = queue.dead_letter
         else:
             dead, dead_key = [], ""

@@ -188,6 +188,57 @@ def _run_job(
             stats.done += 1
 
 
+class JobsStuck(RuntimeError):
+    """Jobs were not all complete by the deadline; the message lists them with their state."""
+
+
+def work_until_settled(
+    queue: ReliableQueue,
+    ctx: WorkContext,
+    jobs: list[dict[str, Any]],
+    *,
+    deadline_s: float | None = None,
+    reconcile_every_s: float = 30.0,
+) -> list[str]:
+    """Consume jobs until every one of `jobs` is complete in the ledger or dead-lettered; return
+    the dead ones. The ledger is the record of work and Redis only delivers it: every
+    `reconcile_every_s` a job that is neither complete nor queued (Redis lost it) is enqueued
+    again, and past `deadline_s` the wait ends with JobsStuck naming each job and its state."""
+    started = time.monotonic()
+    last_reconcile = started
+
+    def open_jobs() -> list[dict[str, Any]]:
+        return [
+            job
+            for job in jobs
+            if not ((lease := ctx.ledger.get(job["id"])) is not None and lease.complete)
+            and queue.status(job["id"]) != "dead"
+        ]
+
+    def settled() -> bool:
+        nonlocal last_reconcile
+        waiting = open_jobs()
+        if not waiting:
+            return True
+        now = time.monotonic()
+        if deadline_s is not None and now - started > deadline_s:
+            states = []
+            for job in waiting:
+                lease = ctx.ledger.get(job["id"])
+                ledger_state = f"{lease.status} at {lease.progress}" if lease else "never started"
+                states.append(f"{job['id']} ({ledger_state}; queue: {queue.status(job['id']) or 'not queued'})")
+            raise JobsStuck(f"{len(waiting)} job(s) not complete after {deadline_s:.0f} s: {'; '.join(states)}")
+        if now - last_reconcile >= reconcile_every_s:
+            last_reconcile = now
+            for job in waiting:
+                if queue.ensure_queued(job):
+                    log.warning("job %s was neither complete nor queued (lost by Redis?): enqueued again", job["id"])
+        return False
+
+    consume(queue, ctx, stop_when=settled, idle_timeout_s=None, poll_s=min(2.0, reconcile_every_s))
+    return [job["id"] for job in jobs if queue.status(job["id"]) == "dead"]
+
+
 def _back_off(delivery: Delivery, ctx: WorkContext) -> None:
     """Hold a failed job (heartbeat running) before it goes back to the queue: 1, 2, 4 ... 30 s
     with jitter by its count of failures without progress, so a failing job does not spin."""

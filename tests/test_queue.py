@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,14 @@ import redis
 from flows.abn.sources import plan
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
-from flows.bulk_worker import attempted_key, max_strikes_from_env
+from flows.bulk_worker import (
+    JobsStuck,
+    attempted_key,
+    make_context,
+    make_queue,
+    max_strikes_from_env,
+    work_until_settled,
+)
 from flows.runtime.queue import RELEASED, ReliableQueue
 
 from services import ledger_progress
@@ -242,3 +250,39 @@ def test_a_job_is_only_written_to_its_own_destination(redis_url, tmp_path):
     [stray] = queue_a.dead_letters()
     assert "is for destination 'db-x'" in stray["reason"]
     assert queue_b.depth()["entries"] == 1  # the other database's job is still waiting for its consumer
+
+
+def test_jobs_redis_lost_are_enqueued_again_from_the_ledger(redis_url, sqlite_url, tmp_path):
+    """The stream and its index deleted mid-run (a Redis that lost its data): the parent's wait
+    re-enqueues from the ledger and every job completes, each record once."""
+    manifest = generate(30_000, 5, tmp_path, files=3, bad_every=0)
+    jobs = [job.to_job() for job in plan([str(tmp_path / name) for name in manifest["sources"]])]
+    ctx = make_context(sqlite_url, redis_url, checkpoint_every=500)
+    queue = make_queue(ctx, visibility_timeout_s=5)
+    for job in jobs:
+        queue.enqueue(job)
+
+    def lose_everything() -> None:
+        deadline = time.monotonic() + 60
+        while ledger_progress(sqlite_url, over="max") < 1_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queue.redis.delete(queue.stream, queue.index_key)
+
+    thief = threading.Thread(target=lose_everything)
+    thief.start()
+    dead = work_until_settled(queue, ctx, jobs, deadline_s=180, reconcile_every_s=1)
+    thief.join()
+    assert dead == []
+    assert all(ctx.ledger.get(job["id"]).complete for job in jobs)
+    assert _rows(sqlite_url) == (manifest["valid"], manifest["valid"])
+
+
+def test_the_wait_has_a_deadline_and_names_the_stuck_jobs(redis_url, sqlite_url):
+    ctx = make_context(sqlite_url, redis_url, checkpoint_every=500)
+    queue = make_queue(ctx, visibility_timeout_s=60)
+    job = {"id": "abn:held", "type": "abn_file", "source": "/x.xml", "member": None, "name": "x.xml"}
+    queue.enqueue(job)
+    holder = ReliableQueue(redis_url, destination=queue.destination, consumer="frozen-node")
+    held = holder.claim(block_s=1)
+    with held, pytest.raises(JobsStuck, match=r"1 job\(s\) not complete after 2 s: abn:held \(never started; queue: "):
+        work_until_settled(queue, ctx, [job], deadline_s=2, reconcile_every_s=1)

@@ -107,7 +107,14 @@ class Delivery:
         if self._lost:
             return False
         q = self.queue
-        if not q._heartbeat(keys=[q.stream], args=[q.group, self.entry_id, q.consumer]):
+        try:
+            held = q._heartbeat(keys=[q.stream], args=[q.group, self.entry_id, q.consumer])
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            q._group_ready = False  # the stream is gone (Redis lost it): so is our entry
+            held = 0
+        if not held:
             self._lost = True
             log.warning("job %s: entry %s was taken over by another consumer", self.job_id, self.entry_id)
         return not self._lost
@@ -270,6 +277,19 @@ class ReliableQueue:
         payload = json.dumps(job, sort_keys=True)
         return self._enqueue(keys=[self.stream, self.index_key], args=[str(job["id"]), payload, "1" if force else "0"])
 
+    def ensure_queued(self, job: dict[str, Any]) -> bool:
+        """Enqueue `job` again unless the queue still has it (an entry in the stream) or gave it
+        up (dead). For a job the ledger says is not complete: Redis may have lost it (a crash
+        losing its last second, a failover, a deleted stream). True when it was enqueued again.
+        A second copy of a job that was in fact still queued is harmless: the ledger skips or
+        fences it."""
+        status = self.status(str(job["id"]))
+        if status == "dead":
+            return False
+        if status not in (None, "done") and self.redis.xrange(self.stream, status, status, count=1):
+            return False
+        return self.enqueue(job, force=True) is not None
+
     def _hand_back(self, delivery: Delivery) -> None:
         # Park the entry with an idle time far past any visibility timeout: the next claim()
         # of any consumer reclaims it before reading new entries. JUSTID: no delivery counted.
@@ -311,6 +331,18 @@ class ReliableQueue:
     def claim(self, block_s: float = 5.0) -> Delivery | None:
         """The next job for this consumer: an abandoned one first, else a new one (waiting up to
         `block_s`). Malformed and poison entries are dead-lettered on the way."""
+        try:
+            return self._claim(block_s)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or its group vanished (a Redis that lost its data, a deleted key): create
+            # them again; the producer's reconciliation re-enqueues what the ledger still needs.
+            log.warning("queue %s: the stream or its consumer group was gone; created again", self.stream)
+            self._group_ready = False
+            return self._claim(block_s)
+
+    def _claim(self, block_s: float) -> Delivery | None:
         self.ensure_group()
         deadline = time.monotonic() + block_s
         while True:
