@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -286,3 +287,46 @@ def test_the_wait_has_a_deadline_and_names_the_stuck_jobs(redis_url, sqlite_url)
     held = holder.claim(block_s=1)
     with held, pytest.raises(JobsStuck, match=r"1 job\(s\) not complete after 2 s: abn:held \(never started; queue: "):
         work_until_settled(queue, ctx, [job], deadline_s=2, reconcile_every_s=1)
+
+
+def test_dead_letters_are_listed_shown_and_replayed_from_their_checkpoint(redis_url, sqlite_url, tmp_path):
+    """A job dead-lettered after progress comes back with `dead-letters replay` (command line and
+    playbook) and resumes from its checkpoint."""
+    manifest = generate(6_000, 9, tmp_path, files=2, bad_every=0)
+    jobs = plan([str(tmp_path / name) for name in manifest["sources"]])
+    queue = queue_for(redis_url, sqlite_url)
+    for job in jobs:
+        queue.enqueue(job.to_job())
+        delivery = queue.claim(block_s=1)
+        delivery.dead_letter("given up for the test")
+    env = {"AGENCY_OS_DATABASE_URL": sqlite_url, "AGENCY_OS_REDIS_URL": redis_url}
+    cli = [str(ROOT / ".venv/bin/agency-os-spot"), "dead-letters"]
+    listed = subprocess.run([*cli, "list"], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    entries = [line.split("\t")[0] for line in listed.stdout.splitlines()]
+    assert len(entries) == 2 and "given up for the test" in listed.stdout
+    shown = subprocess.run(
+        [*cli, "show", entries[0]], check=False, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert json.loads(shown.stdout)["entry_id"] == entries[0]
+    missing = subprocess.run(
+        [*cli, "replay", "1-0"], check=False, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and json.loads(missing.stdout)["not_found"] == ["1-0"]
+
+    # the playbook, against this machine as "the node", with the node's environment file
+    env_file = tmp_path / "worker.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    out = subprocess.run(
+        ["ansible-playbook", "playbooks/replay_dead_letters.yml", "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}",
+         "-e", "dead_letters_hosts=localhost", "-e", f"dead_letters_venv={ROOT / '.venv'}",
+         "-e", f"dead_letters_env_file={env_file}", "-e", "replay=all"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert queue.dead_letters() == [] and queue.depth()["entries"] == 2
+    proc = worker(redis_url, sqlite_url, "--idle-timeout", "2")
+    stdout, err = proc.communicate(timeout=120)
+    assert json.loads(stdout.strip().splitlines()[-1])["done"] == 2, err
+    assert _rows(sqlite_url) == (manifest["valid"], manifest["valid"])
