@@ -134,6 +134,9 @@ def consume(
         if stop_when is not None and stop_when():
             return stats
         delivery = queue.claim(block_s=poll_s)
+        if delivery is not None and ctx.term.requested:  # asked to drain while waiting: take nothing new
+            delivery.release()
+            ctx.term.stop()
         if delivery is None:
             if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
                 return stats

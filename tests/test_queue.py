@@ -330,3 +330,20 @@ def test_dead_letters_are_listed_shown_and_replayed_from_their_checkpoint(redis_
     stdout, err = proc.communicate(timeout=120)
     assert json.loads(stdout.strip().splitlines()[-1])["done"] == 2, err
     assert _rows(sqlite_url) == (manifest["valid"], manifest["valid"])
+
+
+def test_an_abandoned_job_behind_many_live_ones_is_reclaimed(redis_url):
+    """XAUTOCLAIM looks at ten pending entries per COUNT: the reclaimer follows its cursor over the
+    whole pending list, so a job abandoned behind more than ten live ones is still found."""
+    live = ReliableQueue(redis_url, consumer="live", visibility_timeout_s=0.5)
+    for i in range(12):
+        live.enqueue({"id": f"live-{i}", "type": "abn_file"})
+    live.enqueue({"id": "lost", "type": "abn_file"})
+    held = [live.claim(block_s=1) for _ in range(12)]
+    dead = ReliableQueue(redis_url, consumer="dead", visibility_timeout_s=0.5)
+    assert dead.claim(block_s=1).job_id == "lost"  # its holder dies here: no heartbeat
+    time.sleep(0.7)
+    assert all(d.heartbeat() for d in held)  # the twelve others are alive and well
+    survivor = ReliableQueue(redis_url, consumer="survivor", visibility_timeout_s=0.5)
+    again = survivor.claim(block_s=0.5)
+    assert again is not None and again.job_id == "lost" and again.reclaimed

@@ -364,13 +364,19 @@ class ReliableQueue:
                 return None
 
     def _reclaim_abandoned(self) -> Delivery | None:
+        """The first abandoned entry of the whole pending list, claimed; None if there is none.
+        XAUTOCLAIM examines a bounded number of pending entries per call (ten per COUNT), so the
+        scan follows its cursor to the end: an abandoned entry behind many live ones is found."""
         min_idle_ms = int(self.visibility_timeout_s * 1000)
+        cursor = "0-0"
         while True:
-            _next, claimed, _deleted = self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, min_idle_ms, start_id="0-0", count=1
+            cursor, claimed, _deleted = self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=1
             )
             if not claimed:
-                return None
+                if cursor in ("0-0", b"0-0"):
+                    return None
+                continue
             entry_id, fields = claimed[0]
             if fields is None:  # deleted while pending
                 self.redis.xack(self.stream, self.group, entry_id)
