@@ -33,6 +33,8 @@ from flows.abn.store import (
 from flows.abn_bulk_ingestion import open_database
 from flows.abn_fixture import generate
 from flows.runtime.ledger import Ledger, normalize_url
+from flows.runtime.retry import call_with_retries
+from flows.runtime.termination import Termination
 
 from services import ledger_progress
 
@@ -444,3 +446,49 @@ def test_create_tables_widens_an_existing_narrow_postcode_column(postgres_url):
         ).scalar_one()
     ledger.engine.dispose()
     assert width == 50
+
+
+def test_a_lost_commit_behind_the_writer_s_back_is_redone_not_skipped(database_url, tmp_path):
+    """PostgreSQL crash-restarted and lost the last (asynchronously committed) batch while the
+    writer kept its progress in memory: its next checkpoint is refused (compare-and-set on the
+    ledger's progress) and it resumes from the ledger's true checkpoint. Nothing is missing."""
+    manifest = generate(5_000, 21, tmp_path, files=1, bad_every=97)
+    [job] = plan([str(tmp_path / manifest["sources"][0])])
+    ledger = open_database(database_url)
+    seen: dict[str, object] = {}
+
+    def lose_the_second_batch(_job, batch) -> None:
+        with ledger.engine.begin() as conn:
+            if "first" not in seen:  # after batch 1: remember what was committed
+                seen["first"] = conn.execute(
+                    sa.text("SELECT progress, state FROM job_ledger WHERE job_id = :j").columns(
+                        progress=sa.BigInteger, state=sa.JSON
+                    ),
+                    {"j": job.id},
+                ).one()
+                seen["abns"] = {row[0] for row in conn.execute(sa.text("SELECT abn FROM abn_entity"))}
+            elif "lost" not in seen:  # after batch 2: it vanishes, rows and checkpoint alike
+                seen["lost"] = batch.end
+                progress, state = seen["first"]
+                kept = seen["abns"]
+                stored = [row[0] for row in conn.execute(sa.text("SELECT abn FROM abn_entity"))]
+                for abn in set(stored) - kept:
+                    conn.execute(sa.text("DELETE FROM abn_entity WHERE abn = :a"), {"a": abn})
+                conn.execute(sa.text("DELETE FROM abn_reject WHERE record_index >= :p"), {"p": progress})
+                conn.execute(
+                    sa.text("UPDATE job_ledger SET progress = :p, state = :s WHERE job_id = :j").bindparams(
+                        sa.bindparam("s", type_=sa.JSON)
+                    ),
+                    {"p": progress, "s": state, "j": job.id},
+                )
+
+    result = call_with_retries(
+        lambda: ingest_file(job, ledger, checkpoint_every=1_000, parallel=False, after_commit=lose_the_second_batch),
+        Termination(),
+        budget_s=30,
+    )
+    assert "lost" in seen
+    counts = table_counts(database_url)
+    assert counts == {"rows": manifest["valid"], "distinct": manifest["valid"], "rejects": manifest["bad"]}
+    lease = ledger.get(job.id)
+    assert lease.complete and lease.progress == manifest["records"] and result["records"] == manifest["records"]

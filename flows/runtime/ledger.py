@@ -80,6 +80,11 @@ ledger_meta = Table(
 DESTINATION_KEY = "destination_id"
 
 
+class ProgressMoved(RuntimeError):
+    """The ledger's progress is not what this holder last committed (e.g. PostgreSQL restarted and
+    lost an asynchronously committed batch). Nothing was committed: resume from the ledger."""
+
+
 class Fenced(RuntimeError):
     """The lease is stale: another worker acquired the job since. Nothing was committed."""
 
@@ -272,13 +277,20 @@ class Ledger:
             stmt = stmt.with_for_update()
         return conn.execute(stmt).mappings().first()
 
-    def _fenced_update(self, conn: Connection, lease: Lease, **values: Any) -> None:
-        result = conn.execute(
-            update(job_ledger)
-            .where(job_ledger.c.job_id == lease.job_id, job_ledger.c.epoch == lease.epoch)
-            .values(updated_at=_now(), **values)
-        )
+    def _fenced_update(self, conn: Connection, lease: Lease, expect_progress: bool = False, **values: Any) -> None:
+        conditions = [job_ledger.c.job_id == lease.job_id, job_ledger.c.epoch == lease.epoch]
+        if expect_progress:  # compare-and-set: on top of what this holder committed last, nothing else
+            conditions.append(job_ledger.c.progress == lease.progress)
+        result = conn.execute(update(job_ledger).where(*conditions).values(updated_at=_now(), **values))
         if result.rowcount != 1:
+            row = conn.execute(
+                select(job_ledger.c.epoch, job_ledger.c.progress).where(job_ledger.c.job_id == lease.job_id)
+            ).first()
+            if expect_progress and row is not None and row.epoch == lease.epoch:
+                raise ProgressMoved(
+                    f"job {lease.job_id!r}: the ledger's progress is {row.progress}, not {lease.progress} as this "
+                    "holder committed (a lost commit?); this transaction is rolled back, resume from the ledger"
+                )
             raise Fenced(
                 f"job {lease.job_id!r}: lease epoch {lease.epoch} is stale (the job was taken over); "
                 "this transaction is rolled back"
@@ -290,11 +302,12 @@ class Ledger:
         self._fenced_update(conn, lease)
 
     def checkpoint(self, conn: Connection, lease: Lease, progress: int, state: dict[str, Any] | None = None) -> None:
-        """Record progress in `conn`'s transaction (the one holding the output it covers)."""
+        """Record progress in `conn`'s transaction (the one holding the output it covers), only on
+        top of the progress this lease committed last (else ProgressMoved, nothing committed)."""
         values: dict[str, Any] = {"progress": progress}
         if state is not None:
             values["state"] = state
-        self._fenced_update(conn, lease, **values)
+        self._fenced_update(conn, lease, expect_progress=True, **values)
         lease.progress = progress
         if state is not None:
             lease.state = state

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from flows.runtime.ledger import ProgressMoved
 from flows.runtime.termination import Termination
 
 log = logging.getLogger("agency_os.retry")
@@ -39,8 +40,8 @@ _TRANSIENT_SQLITE_WORDS = ("database is locked", "database is busy", "disk i/o e
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same work later can succeed."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)):
-        return True
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ProgressMoved)):
+        return True  # ProgressMoved: the handler resumes from the ledger's true checkpoint
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return _transient_database_error(exc)
     return isinstance(exc, (ConnectionError, TimeoutError))
