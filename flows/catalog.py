@@ -123,7 +123,7 @@ class FlowSpec:
     def flow_options(self) -> dict[str, Any]:
         """Keyword arguments for `prefect.flow(...)` that the catalog decides.
 
-        Tags are not among them: Prefect 3's `@flow` takes none (the seed's `tags=` would fail).
+        Tags are not among them: Prefect 3's `@flow` takes none (`@flow(tags=...)` would fail).
         A run gets the catalog's tags from its deployment (roles/prefect_deployments)."""
         options: dict[str, Any] = {"name": self.name, "description": self.reason}
         if self.retries:

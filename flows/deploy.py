@@ -1,4 +1,4 @@
-"""Deployment definitions, apart from the flow code (conventions §13), derived from the catalog.
+"""Deployment definitions, apart from the flow code, derived from the catalog.
 
 What the Prefect control plane needs, computed in one place and used by the Ansible roles
 (`python -m flows.deploy ...` prints JSON) and by the tests:

@@ -126,7 +126,7 @@ def test_aws_report_numbers_come_from_moto_prices_and_configuration(moto_url: st
     instances = desired * MOTO_SPOT_PRICE * hours
     ebs = desired * AWS_DEFAULTS["aws_spot_capacity_root_volume_size"] * AWS["aws_ebs_usd_per_gb_month"]["gp3"]["value"]
     ipv4 = desired * AWS["aws_public_ipv4_usd_per_hour"]["value"] * hours
-    assert railway_all == pytest.approx(80.0)  # the seed's §6 bill, which the placeholder usage reproduces
+    assert railway_all == pytest.approx(80.0)  # the plan's bill, which the placeholder usage reproduces
     assert line(report, "Railway: realtime")["proposed"]["usd"] == pytest.approx(railway_staying)
     assert line(report, "Railway: bulk")["current"]["usd"] == pytest.approx(railway_all - railway_staying)
     assert line(report, "Railway: bulk")["proposed"]["usd"] == 0

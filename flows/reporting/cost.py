@@ -1,4 +1,4 @@
-"""Monthly cost of the spot migration, computed (seed §6: Current / Proposed / Savings per component).
+"""Monthly cost of the spot migration, computed (Current / Proposed / Savings per component, docs/migration-plan.md).
 
 Nothing in the table is typed by hand. It comes from:
 
@@ -514,7 +514,7 @@ def _money(report: CostReport, usd: float) -> str:
 
 
 def render_markdown(report: CostReport) -> str:
-    """The Markdown report: the §6 table, then how it was computed and the sources."""
+    """The Markdown report: the cost table, then how it was computed and the sources."""
     where = {"aws": "AWS", "gcp": "GCP"}[report.provider]
     out = [
         f"# Agency OS: monthly compute cost, current vs proposed ({where} {report.region})",

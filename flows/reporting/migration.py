@@ -1,4 +1,4 @@
-"""Migration monitoring from the Prefect REST API (seed §7 Phase 3: "monitor for one week").
+"""Migration monitoring from the Prefect REST API (phase 3 of the migration plan, docs/migration-plan.md: "monitor for one week").
 
 For each flow of the catalog: the work pools of its deployments, its flow runs of the last days
 by final state, how many were rescheduled after a preemption, how many crashed, the p95 duration

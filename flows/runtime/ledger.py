@@ -2,7 +2,7 @@
 
 A job (or batch) has an id, a status (pending / running / complete / failed), progress, a
 small state (counters) and, once complete, a result. A completed job is skipped and returns its
-stored result (seed §3.1).
+stored result.
 
 What makes resume exact:
 

@@ -3,8 +3,8 @@
 Why Streams and not BLMOVE + a processing list: a consumer group already is the processing
 list, kept per consumer by Redis (the pending entries list), and `XAUTOCLAIM` is the reaper:
 an entry whose holder stopped touching it for `visibility_timeout_s` is handed to the next
-consumer atomically, with no Lua and no scan of every worker's list. `BLPOP` (the seed's
-§3.3) removes the job the moment it is read, so a worker SIGKILLed while holding it loses it.
+consumer atomically, with no Lua and no scan of every worker's list. `BLPOP` (a plain list
+queue) removes the job the moment it is read, so a worker SIGKILLed while holding it loses it.
 
 Life of a job:
 

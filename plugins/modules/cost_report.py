@@ -1,5 +1,5 @@
 #!/usr/bin/python
-# Agency OS: the monthly cost report (seed §6, computed). A thin wrapper: the numbers are computed
+# Agency OS: the monthly cost report (computed). A thin wrapper: the numbers are computed
 # in flows/reporting/cost.py (one source of truth, also a command line), this module only feeds it
 # the inventory's settings and writes the files, honouring check mode.
 

@@ -53,7 +53,7 @@ def test_group_metrics_are_collected(group):
 
 
 def test_a_reclaimed_instance_is_replaced(autoscaling, group):
-    # What the seed's lone ec2_spot_instance could not do: terminate an instance (as a Spot
+    # What a lone ec2_spot_instance could not do: terminate an instance (as a Spot
     # interruption would) and the group launches a replacement to keep the desired capacity.
     victim = group["Instances"][0]["InstanceId"]
     autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=False)
