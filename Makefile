@@ -29,8 +29,8 @@ test: setup       ## lint + pytest + every molecule scenario (what CI runs)
 	$(MAKE) --no-print-directory pytest
 	$(MAKE) --no-print-directory molecule
 
-provision: setup  ## bring up the embedded local default (playbooks/provision_spot.yml)
-	ansible-playbook playbooks/provision_spot.yml
+provision: setup  ## bring up the embedded local default (ansible-playbook provision_spot.yml)
+	ansible-playbook provision_spot.yml
 
 drill: setup      ## failover drill on the embedded default (after make provision); DRILL_ARGS='-e drill_seed=42'
 	@ansible-playbook playbooks/failover_drill.yml $(DRILL_ARGS); rc=$$?; cat reports/drill/result.json 2>/dev/null; echo; exit $$rc

@@ -165,7 +165,7 @@ class Drill:
         dep = self.http.get("/deployments/name/abn_bulk_ingestion/abn_bulk_ingestion").raise_for_status().json()
         if dep["work_pool_name"] != "bulk-processing":
             raise SystemExit(
-                "abn_bulk_ingestion is not on the bulk pool: ansible-playbook playbooks/cutover.yml -e flow=abn_bulk_ingestion"
+                "abn_bulk_ingestion is not on the bulk pool: ansible-playbook cutover.yml -e flow=abn_bulk_ingestion"
             )
         params = {
             "sources": sources,

@@ -31,7 +31,7 @@ SPEC = load_catalog().get(FLOW)
 def playbook(name: str, api: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(
-        ["ansible-playbook", f"playbooks/{name}.yml", "-e", f"prefect_api_url={api}",
+        ["ansible-playbook", f"{name}.yml", "-e", f"prefect_api_url={api}",  # as typed at the repository root
          "-e", f"cutover_audit_file={tmp_path / 'audit.jsonl'}", "-e", "cutover_canary_timeout=240", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
@@ -77,7 +77,7 @@ def placement(prefect: Prefect) -> tuple[str, str]:
 
 def test_refusals_say_why_and_change_nothing(prefect, deployment, tmp_path):
     out = playbook("cutover", prefect.api, tmp_path)
-    assert out.returncode != 0 and "usage: ansible-playbook playbooks/cutover.yml -e flow=<name>" in out.stdout
+    assert out.returncode != 0 and "usage: ansible-playbook cutover.yml -e flow=<name>" in out.stdout
     out = playbook("cutover", prefect.api, tmp_path, "-e", "flow=abn_bulk_ingest")
     assert out.returncode != 0
     assert "'abn_bulk_ingest' is not in the flow catalog" in out.stdout and "abn_bulk_ingestion" in out.stdout
