@@ -12,8 +12,10 @@ Command line (the same code path, without orchestration)::
     python -m flows.abn_bulk_ingestion SOURCE... --database-url URL [--checkpoint-every N]
 
 SOURCE is a path or URL of an extract ZIP or XML file (default: the data.gov.au resources).
-The last line printed is one JSON object: records, inserted, updated, unchanged, rejected,
-seconds, records_per_s, peak_rss_mb. SIGTERM: the current batch commits with its checkpoint and
+A line per file goes to stderr as it completes. The last line printed is one JSON object: records,
+inserted, updated, unchanged, rejected (totals from the ledger), seconds, records_per_s,
+peak_rss_mb, records_this_run, and already_complete (true when every file was complete before
+this run: nothing was done again). SIGTERM: the current batch commits with its checkpoint and
 the process exits with status 143; running the same command again resumes and finishes.
 """
 
@@ -220,9 +222,12 @@ def run_cli(argv: list[str] | None = None) -> int:
         nonlocal processed
         processed += batch.records
 
+    complete_before = all((lease := ledger.get(job.id)) is not None and lease.complete for job in jobs)
+    job = None
     try:
-        for job in jobs:
-            ingest_file(
+        for number, job in enumerate(jobs, 1):
+            before = processed
+            result = ingest_file(
                 job,
                 ledger,
                 checkpoint_every=args.checkpoint_every,
@@ -231,10 +236,21 @@ def run_cli(argv: list[str] | None = None) -> int:
                 on_batch=on_batch,
                 after_commit=after_commit,
             )
+            state = "already complete" if result.get("skipped") else f"{processed - before} records committed"
+            print(f"file {number}/{len(jobs)} {job.name}: {state} ({processed} so far)", file=sys.stderr, flush=True)
     except Interrupted:
         interrupted = True
     except SourceError as exc:
         print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line that says what to do, not a traceback
+        where = job.name if job is not None else "?"
+        print(
+            f"abn_bulk_ingestion: {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            "Everything up to its last checkpoint is kept; fix the cause (a truncated or corrupt file: fetch it "
+            "again) and run the same command: it resumes there.",
+            file=sys.stderr,
+        )
         return 1
     seconds = time.monotonic() - started
     summary = summarize(ledger, jobs)
@@ -243,6 +259,8 @@ def run_cli(argv: list[str] | None = None) -> int:
         records_per_s=round(processed / seconds, 1) if seconds > 0 else 0.0,
         peak_rss_mb=peak_rss_mb(),
         interrupted=interrupted,
+        records_this_run=processed,
+        already_complete=complete_before,  # nothing to do: the counts above are the earlier run's
     )
     print(json.dumps(summary), flush=True)
     if interrupted:

@@ -86,6 +86,8 @@ def test_cli_ingests_counts_and_reingest_changes_nothing(database_url, extract):
     assert summary["rejected"] == manifest["bad"]
     assert (summary["updated"], summary["unchanged"]) == (0, 0)
     assert summary["records_per_s"] > 0 and 0 < summary["peak_rss_mb"] <= 256
+    assert summary["already_complete"] is False and summary["records_this_run"] == manifest["records"]
+    assert f"file 1/{len(sources)}" in stderr  # progress as it goes
     assert set(summary) >= {
         "records",
         "inserted",
@@ -106,7 +108,9 @@ def test_cli_ingests_counts_and_reingest_changes_nothing(database_url, extract):
     again = cli(*sources, "--database-url", database_url)
     stdout, _ = again.communicate(timeout=300)
     assert again.returncode == 0
-    assert last_json(stdout)["inserted"] == manifest["valid"]
+    rerun = last_json(stdout)
+    assert rerun["inserted"] == manifest["valid"]  # the ledger's totals ...
+    assert rerun["already_complete"] is True and rerun["records_this_run"] == 0  # ... and nothing redone
     assert table_counts(database_url)["rows"] == manifest["valid"]
 
 
@@ -492,3 +496,16 @@ def test_a_lost_commit_behind_the_writer_s_back_is_redone_not_skipped(database_u
     assert counts == {"rows": manifest["valid"], "distinct": manifest["valid"], "rejects": manifest["bad"]}
     lease = ledger.get(job.id)
     assert lease.complete and lease.progress == manifest["records"] and result["records"] == manifest["records"]
+
+
+def test_a_truncated_file_ends_the_command_with_one_line_that_says_what_to_do(sqlite_url, tmp_path):
+    manifest = generate(3_000, 4, tmp_path, files=1)
+    path = tmp_path / manifest["sources"][0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # a download cut short
+    proc = cli(str(path), "--database-url", sqlite_url, "--checkpoint-every", "500")
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert (last.startswith("abn_bulk_ingestion: ") and "run the same command" in last) or "fetch" in last, last
