@@ -444,3 +444,29 @@ def test_create_tables_widens_an_existing_narrow_postcode_column(postgres_url):
         ).scalar_one()
     ledger.engine.dispose()
     assert width == 50
+
+
+def test_both_layouts_give_the_same_rows_and_rejects_on_the_fast_path(database_url, tmp_path, monkeypatch):
+    # The same records in the compact layout and in the published one (one record per line): the
+    # same rows and rejects, and the full (lxml) path sees only the bad records in either layout.
+    from flows.abn import parse  # noqa: PLC0415
+
+    full_calls = []
+    full = parse._full
+    monkeypatch.setattr(parse, "_full", lambda index, raw: full_calls.append(index) or full(index, raw))
+    ledger = open_database(database_url)
+    contents, calls = {}, {}
+    for layout in ("compact", "published"):
+        manifest = generate(3000, 8, tmp_path / layout, files=1, bad_every=29, layout=layout)
+        with ledger.engine.begin() as conn:
+            conn.execute(abn_entity.delete())
+            conn.execute(abn_reject.delete())
+        job = plan([str(tmp_path / layout / manifest["sources"][0])])[0]
+        full_calls.clear()
+        result = ingest_file(dataclasses.replace(job, id=f"{job.id}:{layout}"), ledger, parallel=False)
+        assert (result["inserted"], result["rejected"]) == (manifest["valid"], manifest["bad"])
+        calls[layout] = len(full_calls)
+        contents[layout] = _contents(database_url)
+    ledger.engine.dispose()
+    assert contents["published"] == contents["compact"]
+    assert calls == {"compact": manifest["bad"], "published": manifest["bad"]}
