@@ -12,7 +12,7 @@ Command line (the same code path, without orchestration)::
 
 SOURCE is a path or URL of an extract ZIP or XML file (default: the data.gov.au resources).
 The last line printed is one JSON object: records, inserted, updated, unchanged, rejected,
-seconds, records_per_s, peak_rss_mb. SIGTERM: the current batch commits with its checkpoint and
+seconds, records_per_s, peak_rss_mb, and `stages` (where the time went, see `stage_times`). SIGTERM: the current batch commits with its checkpoint and
 the process exits with status 143; running the same command again resumes and finishes.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -71,6 +72,32 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
+
+
+def _seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux), i.e. including interpreter start-up and imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def stage_times(startup_s: float | None, timings: dict[str, float]) -> dict[str, float | None]:
+    """Where an ingest's time went (cheap to measure): `startup_s` wall seconds from process start to
+    the first file (interpreter, imports); the writer's wall seconds waiting for parsed batches
+    (`wait_s`) and inside its write transactions (`write_s`: COPY/upsert, checkpoint, commit, the
+    database's work included); CPU seconds of the parser processes (`parse_cpu_s`, their start-up
+    included) and of this process (`writer_cpu_s`)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "startup_s": None if startup_s is None else round(startup_s, 3),
+        "wait_s": round(timings.get("wait_s", 0.0), 3),
+        "write_s": round(timings.get("write_s", 0.0), 3),
+        "parse_cpu_s": round(children.ru_utime + children.ru_stime, 3),
+        "writer_cpu_s": round(own.ru_utime + own.ru_stime, 3),
+    }
 
 
 # -- the Prefect flow --------------------------------------------------------------------------------
@@ -203,6 +230,8 @@ def run_cli(argv: list[str] | None = None) -> int:
 
     termination.install()
     started = time.monotonic()
+    startup_s = _seconds_since_process_start()
+    timings: dict[str, float] = {}
     try:
         ledger = open_database(args.database_url)
         jobs = plan(args.sources or list(DEFAULT_SOURCES), args.cache_dir)
@@ -233,6 +262,7 @@ def run_cli(argv: list[str] | None = None) -> int:
                 cache_dir=args.cache_dir,
                 on_batch=on_batch,
                 after_commit=after_commit,
+                timings=timings,
             )
     except Interrupted:
         interrupted = True
@@ -246,6 +276,7 @@ def run_cli(argv: list[str] | None = None) -> int:
         records_per_s=round(processed / seconds, 1) if seconds > 0 else 0.0,
         peak_rss_mb=peak_rss_mb(),
         interrupted=interrupted,
+        stages=stage_times(startup_s, timings),
     )
     print(json.dumps(summary), flush=True)
     if interrupted:

@@ -337,12 +337,15 @@ def ingest_file(
     cache_dir: Path | None = None,
     on_batch: Callable[[FileJob, Batch], None] | None = None,
     after_commit: Callable[[FileJob, Batch], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Ingest one file into `abn_entity`/`abn_reject` of the ledger's database; resumable.
 
     Returns the job's result (also stored in the ledger). A job already complete returns its
     stored result without touching the file. Raises `Interrupted` (after the commit) when
-    termination is requested between batches.
+    termination is requested between batches. With `timings`, adds to its "wait_s" the wall
+    seconds spent waiting for parsed batches and to its "write_s" those spent in the write
+    transactions (COPY/upsert, checkpoint, commit: the database's share included).
     """
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1")
@@ -358,8 +361,12 @@ def ingest_file(
         if parallel
         else contextlib.nullcontext(produce_batches(job, lease.progress, checkpoint_every, writer.format, cache_dir))
     )
+    wait_s = write_s = 0.0
     with source as batches:
+        clock = time.monotonic()
         for batch in batches:
+            ready = time.monotonic()
+            wait_s += ready - clock
             if on_batch is not None:
                 on_batch(job, batch)  # out of band, before the work: how much a kill can make us redo
             with ledger.transaction() as conn:
@@ -367,13 +374,17 @@ def ingest_file(
                 counts = writer.write(conn, batch)
                 after = done.plus(batch, counts)
                 ledger.checkpoint(conn, lease, batch.end, after.as_dict())
+            clock = time.monotonic()
+            write_s += clock - ready
             done = after
             records_this_run += batch.records
             if after_commit is not None:
                 after_commit(job, batch)
             if term.requested:
+                _add_timings(timings, wait_s, write_s)
                 ledger.release(lease)  # pending again, progress kept: the next holder resumes here
                 raise Interrupted(job.id, batch.end)
+    _add_timings(timings, wait_s, write_s)
     result = {
         "job_id": job.id,
         "file": job.name,
@@ -383,6 +394,12 @@ def ingest_file(
     }
     ledger.complete(lease, result)
     return result
+
+
+def _add_timings(timings: dict[str, float] | None, wait_s: float, write_s: float) -> None:
+    if timings is not None:
+        timings["wait_s"] = timings.get("wait_s", 0.0) + wait_s
+        timings["write_s"] = timings.get("write_s", 0.0) + write_s
 
 
 def main(argv: list[str] | None = None) -> int:
