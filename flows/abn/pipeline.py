@@ -28,13 +28,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from flows.abn.parse import Record, Reject, _fast_fields, iter_raw_blocks, parse_record
+from flows.abn.rows import Batch, copy_from_fields, copy_lines, sqlite_rows
 from flows.abn.sources import JOB_TYPE, FileJob, open_xml
-from flows.abn.store import Batch, Counts, PostgresWriter, SqliteWriter, copy_from_fields, copy_lines, sqlite_rows
-from flows.runtime.ledger import Ledger
 from flows.runtime.termination import Termination, termination
+
+if TYPE_CHECKING:
+    # The parser processes run this module: they import neither SQLAlchemy nor a database driver
+    # (that halves their start-up, paid by one or two processes per file); the writer side imports
+    # flows.abn.store when it ingests.
+    from flows.abn.store import Counts
+    from flows.runtime.ledger import Ledger
 
 # Chosen from `make bench` (README "Performance"): into PostgreSQL 45k/s at 100 records per
 # transaction, 67k/s at 1,000, 81k/s at 10,000; a hard kill undoes at most one interval (~0.12 s of
@@ -349,6 +355,8 @@ def ingest_file(
     """
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1")
+    from flows.abn.store import PostgresWriter, SqliteWriter  # noqa: PLC0415  (not in the parser processes)
+
     writer = PostgresWriter() if ledger.dialect == "postgresql" else SqliteWriter()
     lease = ledger.acquire(job.id, JOB_TYPE, owner)
     if lease.complete:
