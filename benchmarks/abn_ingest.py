@@ -130,7 +130,7 @@ def parse_only(sources: list[str], layout: str, repeat: int = 3) -> dict:
 
 def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int, how: signal.Signals) -> dict:
     rng = random.Random(7)
-    latencies, redone = [], []
+    latencies, redone, late = [], [], 0
     for trial in range(trials):
         url = fresh_pg(pg_admin, "bench_kill")
         log = work / f"progress-{how.name}-{trial}.log"
@@ -141,15 +141,22 @@ def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int,
         time.sleep(rng.uniform(0.0, 1.5))  # a random moment mid-file
         sent = time.monotonic()
         proc.send_signal(how)
-        proc.communicate()
+        out, _ = proc.communicate()
+        lines = out.strip().splitlines()
+        if lines and json.loads(lines[-1]).get("interrupted") is False:
+            late += 1  # the file was done before the signal came (a small file): not a kill mid-file
+            continue
         latencies.append(time.monotonic() - sent)
         redone.append(logged(log) - ledger_progress(url))
         if how == signal.SIGTERM:
             assert proc.returncode == 143, proc.returncode
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    if not latencies:
+        return {"bench": f"{how.name.lower()}_trials", "trials": trials, "finished_before_signal": late}
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     return {
         "bench": f"{how.name.lower()}_trials",
         "trials": trials,
+        "finished_before_signal": late,
         "checkpoint_every": every,
         "exit_s_p50": round(statistics.median(latencies), 3),
         "exit_s_p99": round(quantiles[98], 3),
