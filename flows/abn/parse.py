@@ -5,8 +5,9 @@ not occur inside text, so each piece is exactly one record. Each record is then 
 one of two paths that give identical results:
 
 * a fast path: one compiled regular expression for the element order the schema defines
-  (ABN, EntityType, MainEntity|LegalEntity, ASICNumber?, GST?, DGR*, OtherEntity*), with any
-  whitespace between tags. It runs in C and is what makes >100k records/s possible;
+  (ABN, EntityType, MainEntity|LegalEntity, ASICNumber?, GST?, DGR*, OtherEntity*), for records
+  without line breaks or control characters inside them, in either layout: compact (records run
+  on) or published (one record per line, empty elements as `" />`). It runs in C;
 * the full path: lxml on that one record, for anything the fast path does not recognise
   (entities such as `&amp;`, another attribute order, self-closing empty elements, comments,
   and every malformed record, whose reject reason it determines).
