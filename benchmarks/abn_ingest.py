@@ -6,6 +6,14 @@
 3. Records redone after SIGTERM and after SIGKILL (from the progress log the CLI writes just
    before each commit, against what the ledger committed).
 
+`--layout compact|published|both` picks the fixture layout (flows.abn_fixture --layout): each file
+one line, or the data.gov.au layout with one record per line. Each rate result carries the CLI's
+own figures (records/s over its run, peak RSS of the largest process, `stages`: start-up, waiting
+for parsers, write transactions, parser and writer CPU) and the whole process's wall time as the
+benchmark saw it (start-up included). `parse_only` results time the parse stage alone (cut,
+parse, format for COPY) in the benchmark's own process on a fifth of the files: records per CPU
+second of one parser, no database. `--trials 0` skips the kill trials.
+
 Each line printed is one JSON result; the last line is the whole report.
 """
 
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import statistics
@@ -28,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from flows.abn.pipeline import produce_batches  # noqa: E402
+from flows.abn.sources import plan  # noqa: E402
 from flows.abn_fixture import generate  # noqa: E402
 from flows.runtime.ledger import normalize_url  # noqa: E402
 
@@ -60,35 +71,66 @@ def logged(log: Path) -> int:
     return sum(ends.values())
 
 
-def rate_runs(sources: list[str], pg_admin: str, work: Path, intervals: list[int]) -> list[dict]:
+def rate_runs(
+    sources: list[str], pg_admin: str, work: Path, intervals: list[int], backends: list[str], layout: str
+) -> list[dict]:
     results = []
-    for backend in ("postgresql", "sqlite"):
+    for backend in backends:
         for every in intervals:
             url = (
                 fresh_pg(pg_admin, f"bench_{every}")
                 if backend == "postgresql"
-                else f"sqlite:///{work / f'bench_{every}.db'}"
+                else f"sqlite:///{work / f'bench_{layout}_{every}.db'}"
             )
+            started = time.monotonic()
             proc = ingest(sources, url, every)
             out, _ = proc.communicate()
+            wall = time.monotonic() - started
             summary = json.loads(out.strip().splitlines()[-1])
             result = {
                 "bench": "ingest_rate",
+                "layout": layout,
                 "backend": backend,
                 "checkpoint_every": every,
                 "records": summary["records"],
+                "rejected": summary["rejected"],
                 "seconds": summary["seconds"],
                 "records_per_s": summary["records_per_s"],
+                "process_wall_s": round(wall, 3),
+                "process_records_per_s": round(summary["records"] / wall, 1),
                 "peak_rss_mb": summary["peak_rss_mb"],
+                "stages": summary.get("stages"),
+                "loadavg_at_end": os.getloadavg(),
             }
             print(json.dumps(result), flush=True)
             results.append(result)
     return results
 
 
+def parse_only(sources: list[str], layout: str, repeat: int = 3) -> dict:
+    """The parse stage alone, in this process (one core, no database): the parser processes' work
+    per batch (cut, parse, format as COPY text) over the first files, best CPU time of `repeat`."""
+    jobs = plan(sources[: max(1, len(sources) // 5)])
+    best, records = None, 0
+    for _ in range(repeat):
+        cpu, records = time.process_time(), 0
+        for job in jobs:
+            for batch in produce_batches(job, 0, 10_000, "copy"):
+                records += batch.records
+        spent = time.process_time() - cpu
+        best = spent if best is None else min(best, spent)
+    return {
+        "bench": "parse_only",
+        "layout": layout,
+        "records": records,
+        "cpu_s": round(best, 3),
+        "records_per_cpu_s": round(records / best, 1) if best else None,
+    }
+
+
 def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int, how: signal.Signals) -> dict:
     rng = random.Random(7)
-    latencies, redone = [], []
+    latencies, redone, late = [], [], 0
     for trial in range(trials):
         url = fresh_pg(pg_admin, "bench_kill")
         log = work / f"progress-{how.name}-{trial}.log"
@@ -99,15 +141,22 @@ def kill_trials(source: str, pg_admin: str, work: Path, trials: int, every: int,
         time.sleep(rng.uniform(0.0, 1.5))  # a random moment mid-file
         sent = time.monotonic()
         proc.send_signal(how)
-        proc.communicate()
+        out, _ = proc.communicate()
+        lines = out.strip().splitlines()
+        if lines and json.loads(lines[-1]).get("interrupted") is False:
+            late += 1  # the file was done before the signal came (a small file): not a kill mid-file
+            continue
         latencies.append(time.monotonic() - sent)
         redone.append(logged(log) - ledger_progress(url))
         if how == signal.SIGTERM:
             assert proc.returncode == 143, proc.returncode
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    if not latencies:
+        return {"bench": f"{how.name.lower()}_trials", "trials": trials, "finished_before_signal": late}
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     return {
         "bench": f"{how.name.lower()}_trials",
         "trials": trials,
+        "finished_before_signal": late,
         "checkpoint_every": every,
         "exit_s_p50": round(statistics.median(latencies), 3),
         "exit_s_p99": round(quantiles[98], 3),
@@ -123,20 +172,35 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--intervals", default="100,1000,10000")
+    parser.add_argument("--backends", default="postgresql,sqlite", help="comma-separated: postgresql, sqlite")
+    parser.add_argument(
+        "--layout", choices=("compact", "published", "both"), default="both", help="fixture layout (default both)"
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "build" / "bench-data")
     args = parser.parse_args()
-    data = args.data / f"{args.records}-{args.files}"
-    manifest_path = data / "manifest.json"
-    if not manifest_path.exists():
-        generate(args.records, 2026, data, files=args.files, bad_every=1000)
-    manifest = json.loads(manifest_path.read_text())
-    sources = [str(data / name) for name in manifest["sources"]]
-    report: dict = {"records": manifest["records"], "valid": manifest["valid"], "files": len(sources)}
+    layouts = ["compact", "published"] if args.layout == "both" else [args.layout]
+    report: dict = {"records": args.records, "files": args.files, "cpus": os.cpu_count(), "ingest": []}
+    inputs = {}
+    for layout in layouts:
+        data = args.data / f"{args.records}-{args.files}-{layout}"
+        manifest_path = data / "manifest.json"
+        if not manifest_path.exists():
+            generate(args.records, 2026, data, files=args.files, bad_every=1000, layout=layout)
+        manifest = json.loads(manifest_path.read_text())
+        inputs[layout] = [str(data / name) for name in manifest["sources"]]
+        report["valid"] = manifest["valid"]
     with postgres_server() as pg_admin, tempfile.TemporaryDirectory(prefix="abn-bench-") as tmp:
         work = Path(tmp)
-        report["ingest"] = rate_runs(sources, pg_admin, work, [int(x) for x in args.intervals.split(",")])
-        for how in (signal.SIGTERM, signal.SIGKILL):
-            result = kill_trials(sources[0], pg_admin, work, args.trials, 10_000, how)
+        intervals = [int(x) for x in args.intervals.split(",")]
+        report["parse_only"] = []
+        for layout, sources in inputs.items():
+            result = parse_only(sources, layout)
+            print(json.dumps(result), flush=True)
+            report["parse_only"].append(result)
+        for layout, sources in inputs.items():
+            report["ingest"] += rate_runs(sources, pg_admin, work, intervals, args.backends.split(","), layout)
+        for how in (signal.SIGTERM, signal.SIGKILL) if args.trials else ():
+            result = kill_trials(inputs[layouts[-1]][0], pg_admin, work, args.trials, 10_000, how)
             print(json.dumps(result), flush=True)
             report[result["bench"]] = result
     print(json.dumps(report), flush=True)

@@ -3,8 +3,7 @@
 As a Prefect flow (deployment from the catalog, pool `bulk-processing`): plan one job per XML
 file, then either ingest them in this run (no Redis) or put them on the queue of the database
 they write to (`bulk:jobs:<destination id>`), start `helpers` extra `bulk_worker` runs so several
-nodes split the files, and consume jobs itself
-until every file is complete. Every file commits its checkpoint with its rows, so a preempted
+nodes split the files, and consume jobs itself until every file is complete. Every file commits its checkpoint with its rows, so a preempted
 run (rescheduled) or a dead node (its job reclaimed) resumes where the ledger says.
 
 Command line (the same code path, without orchestration)::
@@ -12,69 +11,39 @@ Command line (the same code path, without orchestration)::
     python -m flows.abn_bulk_ingestion SOURCE... --database-url URL [--checkpoint-every N]
 
 SOURCE is a path or URL of an extract ZIP or XML file (default: the data.gov.au resources).
-A line per file goes to stderr as it completes. The last line printed is one JSON object: records,
-inserted, updated, unchanged, rejected (totals from the ledger), seconds, records_per_s,
-peak_rss_mb, records_this_run, and already_complete (true when every file was complete before
-this run: nothing was done again). SIGTERM: the current batch commits with its checkpoint and
-the process exits with status 143; running the same command again resumes and finishes.
+A line per file goes to stderr as it completes. The last line printed is one JSON object:
+records, inserted, updated, unchanged, rejected (totals from the ledger), seconds, records_per_s,
+peak_rss_mb, records_this_run, already_complete (true when every file was complete before this
+run: nothing was done again) and `stages` (where the time went, see flows.abn.cli.stage_times).
+SIGTERM: the current batch commits with its checkpoint and the process exits with status 143;
+running the same command again resumes and finishes. The command line lives in flows.abn.cli and
+runs before this module imports Prefect (seconds of start-up).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import resource
 import sys
-import time
-from pathlib import Path
+
+if __name__ == "__main__":
+    from flows.abn.cli import run_cli
+
+    sys.exit(run_cli())
+
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
+from flows.abn.cli import SUMMARY_KEYS, open_database, peak_rss_mb, run_cli, stage_times, summarize
 from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
-from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, plan
-from flows.abn.store import create_tables
+from flows.abn.sources import DEFAULT_SOURCES, FileJob, plan
 from flows.bulk_worker import make_context, make_queue, visibility_timeout_from_env, work_until_settled
 from flows.catalog import flow_options
 from flows.runtime import settings
-from flows.runtime.ledger import Ledger
 from flows.runtime.queue import ReliableQueue
 from flows.runtime.termination import termination
 
-SUMMARY_KEYS = ("records", "inserted", "updated", "unchanged", "rejected")
-
-
-def open_database(database_url: str) -> Ledger:
-    """The ledger on `database_url`, with the ledger and ABN tables created if missing."""
-    ledger = Ledger(database_url)
-    ledger.setup()
-    create_tables(ledger.engine)
-    return ledger
-
-
-def summarize(ledger: Ledger, jobs: list[FileJob]) -> dict[str, Any]:
-    """Totals over the jobs, from what the ledger has committed (exact after any resume)."""
-    totals = dict.fromkeys(SUMMARY_KEYS, 0)
-    complete = 0
-    for job in jobs:
-        lease = ledger.get(job.id)
-        if lease is None:
-            continue
-        source = lease.result if lease.complete else lease.state
-        for key in SUMMARY_KEYS:
-            totals[key] += int((source or {}).get(key, 0))
-        complete += lease.complete
-    return {**totals, "files": len(jobs), "files_complete": complete}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process or any parser process it waited for (MiB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, children) / 1024, 1)
-
+__all__ = ["SUMMARY_KEYS", "abn_bulk_ingestion", "open_database", "peak_rss_mb", "run_cli", "stage_times", "summarize"]
 
 # -- the Prefect flow --------------------------------------------------------------------------------
 
@@ -170,103 +139,3 @@ def abn_bulk_ingestion(
     if dead:
         raise RuntimeError(f"{len(dead)} file(s) were dead-lettered (see {dead_key}): {', '.join(dead)}")
     return summary
-
-
-# -- the command line -------------------------------------------------------------------------------
-
-
-def run_cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.abn_bulk_ingestion", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "sources", nargs="*", metavar="SOURCE", help="extract ZIP/XML paths or URLs (default: data.gov.au)"
-    )
-    parser.add_argument("--database-url", required=True, help="sqlite:///path.db or postgresql://user@host/db")
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=DEFAULT_CHECKPOINT_EVERY,
-        metavar="N",
-        help=f"records per transaction/checkpoint (default {DEFAULT_CHECKPOINT_EVERY})",
-    )
-    parser.add_argument("--cache-dir", type=Path, help="where downloaded ZIPs are kept")
-    parser.add_argument("--no-parallel", action="store_true", help="parse in this process instead of a helper process")
-    parser.add_argument(
-        "--progress-log",
-        type=Path,
-        help="append 'job_id end' before each commit (used by the benchmark to count redone records)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.checkpoint_every < 1:
-        parser.error("--checkpoint-every must be >= 1")
-
-    termination.install()
-    started = time.monotonic()
-    try:
-        ledger = open_database(args.database_url)
-        jobs = plan(args.sources or list(DEFAULT_SOURCES), args.cache_dir)
-    except (SourceError, ValueError) as exc:
-        print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
-        return 2
-
-    progress_log = args.progress_log.open("a", buffering=1) if args.progress_log else None
-
-    def on_batch(job: FileJob, batch) -> None:
-        if progress_log is not None:
-            progress_log.write(f"{job.id} {batch.first} {batch.end}\n")
-
-    processed = 0
-    interrupted = False
-
-    def after_commit(_job: FileJob, batch) -> None:
-        nonlocal processed
-        processed += batch.records
-
-    complete_before = all((lease := ledger.get(job.id)) is not None and lease.complete for job in jobs)
-    job = None
-    try:
-        for number, job in enumerate(jobs, 1):
-            before = processed
-            result = ingest_file(
-                job,
-                ledger,
-                checkpoint_every=args.checkpoint_every,
-                parallel=not args.no_parallel,
-                cache_dir=args.cache_dir,
-                on_batch=on_batch,
-                after_commit=after_commit,
-            )
-            state = "already complete" if result.get("skipped") else f"{processed - before} records committed"
-            print(f"file {number}/{len(jobs)} {job.name}: {state} ({processed} so far)", file=sys.stderr, flush=True)
-    except Interrupted:
-        interrupted = True
-    except SourceError as exc:
-        print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # one line that says what to do, not a traceback
-        where = job.name if job is not None else "?"
-        print(
-            f"abn_bulk_ingestion: {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
-            "Everything up to its last checkpoint is kept; fix the cause (a truncated or corrupt file: fetch it "
-            "again) and run the same command: it resumes there.",
-            file=sys.stderr,
-        )
-        return 1
-    seconds = time.monotonic() - started
-    summary = summarize(ledger, jobs)
-    summary.update(
-        seconds=round(seconds, 3),
-        records_per_s=round(processed / seconds, 1) if seconds > 0 else 0.0,
-        peak_rss_mb=peak_rss_mb(),
-        interrupted=interrupted,
-        records_this_run=processed,
-        already_complete=complete_before,  # nothing to do: the counts above are the earlier run's
-    )
-    print(json.dumps(summary), flush=True)
-    if interrupted:
-        termination.stop()  # exits 143 outside Prefect
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli())

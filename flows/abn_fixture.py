@@ -1,9 +1,13 @@
 """Generate ABN Bulk Extract files in the real format, for tests, benchmarks and drills.
 
-    python -m flows.abn_fixture --records N --seed S --out DIR [--files K] [--zip] [--bad-every M] [--pretty]
+    python -m flows.abn_fixture --records N --seed S --out DIR [--files K] [--zip] [--bad-every M]
+        [--layout compact|published] [--pretty]
 
-Writes `YYYYMMDD_Public01.xml` ... `YYYYMMDD_PublicKK.xml` (compact XML, like the published
-files), or with `--zip` two archives split like `public_split_1_10.zip` / `public_split_11_20.zip`.
+Writes `YYYYMMDD_Public01.xml` ... `YYYYMMDD_PublicKK.xml`, or with `--zip` two archives split
+like `public_split_1_10.zip` / `public_split_11_20.zip`. `--layout compact` (the default) writes
+each file as one line; `--layout published` writes the layout data.gov.au publishes: a first line
+`<?xml version="1.0"?>` padded to 310 characters, three lines of 50 spaces, the
+`<Transfer error="none" ...>` root, one `<ABR>` record per line, empty elements as `" />`.
 Every ABN is unique across the files and carries a valid checksum. The records cover the edge
 cases of the real extract: individuals with 0-2 given names and an optional title, empty
 State/Postcode, the AAT territory code, cancelled ABNs, several OtherEntity and DGR elements,
@@ -176,6 +180,23 @@ def record_xml(index: int, seed: int, bad_kind: str | None = None) -> str:  # no
     return f'<ABR recordLastUpdatedDate="{updated}" replaced="{replaced}">{"".join(parts)}</ABR>'
 
 
+LAYOUTS = ("compact", "published")
+# The publisher's header (checked against 20250528_Public01.xml): the declaration padded to 310
+# characters, three lines of 50 spaces, then the root element with its required `error` attribute.
+_PUBLISHED_HEAD = (
+    '<?xml version="1.0"?>'.ljust(310)
+    + "\n"
+    + (" " * 50 + "\n") * 3
+    + '<Transfer error="none" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    + ' xsi:noNamespaceSchemaLocation="BulkExtract.xsd">'
+)
+
+
+def _published(xml: str) -> str:
+    """One record as a line of the published files: empty elements written `" />`."""
+    return xml.replace('"/>', '" />') + "\n"
+
+
 def _pretty(xml: str) -> str:
     return xml.replace("><", ">\n  <")
 
@@ -203,12 +224,17 @@ def write_file(
     bad_every: int,
     pretty: bool,
     stats: FileStats,
+    layout: str = "compact",
 ) -> None:
-    head = (
-        '<?xml version="1.0" encoding="UTF-8"?><Transfer><TransferInfo>'
-        f"<FileSequenceNumber>{seq}</FileSequenceNumber><RecordCount>{count}</RecordCount>"
+    info = (
+        f"<TransferInfo><FileSequenceNumber>{seq}</FileSequenceNumber><RecordCount>{count}</RecordCount>"
         "<ExtractTime>2026-06-24T06:00:00</ExtractTime></TransferInfo>"
     )
+    published = layout == "published"
+    if published:
+        head = _PUBLISHED_HEAD + info + "\n"
+    else:
+        head = '<?xml version="1.0" encoding="UTF-8"?><Transfer error="none">' + info
     out.write((_pretty(head) + "\n" if pretty else head).encode())
     chunk: list[str] = []
     for xml, bad in _records(first, count, seed, bad_every):
@@ -218,7 +244,7 @@ def write_file(
             stats.bad_reasons[bad] = stats.bad_reasons.get(bad, 0) + 1
         else:
             stats.valid += 1
-        chunk.append(_pretty(xml) + "\n" if pretty else xml)
+        chunk.append(_pretty(xml) + "\n" if pretty else _published(xml) if published else xml)
         if len(chunk) >= 2000:
             out.write("".join(chunk).encode())
             chunk.clear()
@@ -235,10 +261,13 @@ def generate(
     bad_every: int = 0,
     pretty: bool = False,
     extract_date: str = "20260624",
+    layout: str = "compact",
 ) -> dict:
     """Write the extract and its manifest; return the manifest."""
     if records < 0 or files < 1 or bad_every < 0:
         raise ValueError("records >= 0, files >= 1 and bad_every >= 0 are required")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = _split(records, files)
     names = [f"{extract_date}_Public{seq:02d}.xml" for seq in range(1, files + 1)]
@@ -268,6 +297,7 @@ def generate(
                         bad_every=bad_every,
                         pretty=pretty,
                         stats=stats[seq - 1],
+                        layout=layout,
                     )
             else:
                 with (out_dir / name).open("wb") as fh:
@@ -280,6 +310,7 @@ def generate(
                         bad_every=bad_every,
                         pretty=pretty,
                         stats=stats[seq - 1],
+                        layout=layout,
                     )
             first += count
     manifest = {
@@ -288,6 +319,7 @@ def generate(
         "bad": sum(s.bad for s in stats),
         "seed": seed,
         "extract_date": extract_date,
+        "layout": layout,
         "sources": archives if use_zip else names,
         "files": [s.__dict__ for s in stats],
     }
@@ -303,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=20, help="number of XML files (default 20, like the real extract)")
     parser.add_argument("--zip", action="store_true", help="write two ZIP archives like public_split_1_10.zip")
     parser.add_argument("--bad-every", type=int, default=0, metavar="M", help="make every M-th record invalid")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="compact",
+        help="compact: each file one line (default); published: the data.gov.au layout, one record per line",
+    )
     parser.add_argument("--pretty", action="store_true", help="one element per line instead of compact XML")
     args = parser.parse_args(argv)
     try:
@@ -314,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             use_zip=args.zip,
             bad_every=args.bad_every,
             pretty=args.pretty,
+            layout=args.layout,
         )
     except ValueError as exc:
         parser.error(str(exc))

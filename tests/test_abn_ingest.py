@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from flows.abn.checksum import abn_from_base
 from flows.abn.parse import Record
-from flows.abn.pipeline import ingest_file
+from flows.abn.pipeline import SMALL_FILE_BYTES, default_parsers, ingest_file
 from flows.abn.sources import plan
 from flows.abn.store import (
     Batch,
@@ -42,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
+    # Two parser processes per file, as on the real extract's large files (these small test files
+    # would get one by default): the kill and resume tests cover the split between them.
+    kwargs.setdefault("env", {**os.environ, "AGENCY_OS_PARSERS": "2"})
     return subprocess.Popen(
         [sys.executable, "-m", "flows.abn_bulk_ingestion", *args],
         cwd=ROOT,
@@ -509,3 +513,57 @@ def test_a_truncated_file_ends_the_command_with_one_line_that_says_what_to_do(sq
     assert "Traceback" not in stderr, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert (last.startswith("abn_bulk_ingestion: ") and "run the same command" in last) or "fetch" in last, last
+
+
+def test_both_layouts_give_the_same_rows_and_rejects_on_the_fast_path(database_url, tmp_path, monkeypatch):
+    # The same records in the compact layout and in the published one (one record per line): the
+    # same rows and rejects, and the full (lxml) path sees only the bad records in either layout.
+    from flows.abn import parse  # noqa: PLC0415
+
+    full_calls = []
+    full = parse._full
+    monkeypatch.setattr(parse, "_full", lambda index, raw: full_calls.append(index) or full(index, raw))
+    ledger = open_database(database_url)
+    contents, calls = {}, {}
+    for layout in ("compact", "published"):
+        manifest = generate(3000, 8, tmp_path / layout, files=1, bad_every=29, layout=layout)
+        with ledger.engine.begin() as conn:
+            conn.execute(abn_entity.delete())
+            conn.execute(abn_reject.delete())
+        job = plan([str(tmp_path / layout / manifest["sources"][0])])[0]
+        full_calls.clear()
+        result = ingest_file(dataclasses.replace(job, id=f"{job.id}:{layout}"), ledger, parallel=False)
+        assert (result["inserted"], result["rejected"]) == (manifest["valid"], manifest["bad"])
+        calls[layout] = len(full_calls)
+        contents[layout] = _contents(database_url)
+    ledger.engine.dispose()
+    assert contents["published"] == contents["compact"]
+    assert calls == {"compact": manifest["bad"], "published": manifest["bad"]}
+
+
+def test_small_files_get_one_parser_process_large_ones_two(tmp_path, monkeypatch):
+    monkeypatch.delenv("AGENCY_OS_PARSERS", raising=False)
+    small, large = tmp_path / "20260624_Public01.xml", tmp_path / "20260624_Public02.xml"
+    small.write_bytes(b'<Transfer error="none"></Transfer>')
+    with large.open("wb") as fh:
+        fh.truncate(SMALL_FILE_BYTES)  # sparse: the size is what counts
+    assert [default_parsers(job) for job in plan([str(small), str(large)])] == [1, 2]
+    monkeypatch.setenv("AGENCY_OS_PARSERS", "3")
+    assert default_parsers(plan([str(small)])[0]) == 3
+
+
+def test_one_or_two_parser_processes_store_the_same(database_url, extract):
+    out, manifest = extract
+    job = plan([str(out / manifest["sources"][0])])[0]
+    ledger = open_database(database_url)
+    contents, results = [], []
+    for parsers in (1, 2):
+        with ledger.engine.begin() as conn:
+            conn.execute(abn_entity.delete())
+            conn.execute(abn_reject.delete())
+        fresh = dataclasses.replace(job, id=f"{job.id}:{parsers}")
+        results.append(ingest_file(fresh, ledger, checkpoint_every=3000, parsers=parsers))
+        contents.append(_contents(database_url))
+    ledger.engine.dispose()
+    assert contents[0] == contents[1]
+    assert [(r["inserted"], r["rejected"]) for r in results] == [(len(contents[0][0]), len(contents[0][1]))] * 2

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from flows.abn import parse
 from flows.abn.checksum import abn_from_base, abn_is_valid
@@ -294,3 +296,71 @@ def test_company_values_beyond_the_limits_are_rejected(mutate, reason):
     result = parse_record(0, raw)
     assert isinstance(result, Reject), result
     assert result.reason.startswith(reason)
+
+
+def _published(raw: bytes) -> bytes:
+    """A record as the published files cut it out: after the previous record's line break, `" />`."""
+    return b"\n" + raw.replace(b'"/>', b'" />')
+
+
+def test_a_published_layout_record_takes_the_fast_path_with_the_same_result():
+    expected = parse_record(0, SAMPLE)
+    for raw in (_published(SAMPLE), _published(SAMPLE) + b"\n", b"\r\n  " + SAMPLE + b" \t", _published(SAMPLE[:-6])):
+        assert parse._fast_fields(raw) == parse._fast_fields(SAMPLE)
+        assert parse._fast(0, raw) == expected
+        assert parse._full(0, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r.replace(b"STATE EMERGENCY", b"STATE\nEMERGENCY"), "control character in NonIndividualNameText"),
+        (lambda r: r.replace(b"STATE EMERGENCY", b"STATE\x01EMERGENCY"), "control character in NonIndividualName"),
+        (lambda r: r.replace(b">NSW<", b">NSWX<"), "State longer than 3 characters (4)"),
+        (lambda r: r.replace(b"88712649015", b"88712649016"), "invalid ABN checksum"),
+    ],
+)
+def test_published_layout_records_are_still_checked(mutate, reason):
+    # Only whitespace around the element is ignored: a line break or control character inside a
+    # value, or a value beyond its limit, still leaves the fast path and is rejected with its reason.
+    raw = _published(mutate(SAMPLE)) + b"\n"
+    assert parse._fast_fields(raw) is None
+    result = parse_record(3, raw)
+    assert isinstance(result, Reject)
+    assert result.reason.startswith(reason)
+
+
+def _parse_all(path) -> tuple[list, int]:
+    results, fast = [], 0
+    with path.open("rb") as fh:
+        for index, raw in enumerate(parse.iter_raw_records(fh)):
+            result = parse_record(index, raw)
+            fast += parse._fast_fields(raw) is not None
+            results.append(result)
+    return results, fast
+
+
+def test_both_layouts_take_the_fast_path_and_give_identical_records_and_rejects(tmp_path):
+    manifests = {
+        layout: generate(2000, 5, tmp_path / layout, files=1, bad_every=17, layout=layout)
+        for layout in ("compact", "published")
+    }
+    compact, compact_fast = _parse_all(tmp_path / "compact" / manifests["compact"]["sources"][0])
+    published, published_fast = _parse_all(tmp_path / "published" / manifests["published"]["sources"][0])
+    assert published == compact
+    valid = manifests["compact"]["valid"]
+    assert sum(isinstance(r, Record) for r in compact) == valid
+    # Every valid generated record is in the layout the fast path takes, in both layouts.
+    assert compact_fast == published_fast == valid
+    assert (tmp_path / "published" / manifests["published"]["sources"][0]).read_bytes().count(b"\n<ABR ") == 2000
+
+
+@pytest.mark.parametrize("layout", ["compact", "published"])
+def test_generated_files_validate_against_the_publishers_schema(tmp_path, layout):
+    xsd = Path("/work/shared/reference/abn/bulkextract.xsd")
+    if not xsd.exists():
+        pytest.skip("the publisher's schema is not on this machine")
+    schema = etree.XMLSchema(etree.parse(str(xsd)))
+    manifest = generate(500, 3, tmp_path, files=1, layout=layout)
+    document = etree.parse(str(tmp_path / manifest["sources"][0]))
+    assert schema.validate(document), schema.error_log

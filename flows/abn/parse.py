@@ -5,8 +5,9 @@ not occur inside text, so each piece is exactly one record. Each record is then 
 one of two paths that give identical results:
 
 * a fast path: one compiled regular expression for the element order the schema defines
-  (ABN, EntityType, MainEntity|LegalEntity, ASICNumber?, GST?, DGR*, OtherEntity*), with any
-  whitespace between tags. It runs in C and is what makes >100k records/s possible;
+  (ABN, EntityType, MainEntity|LegalEntity, ASICNumber?, GST?, DGR*, OtherEntity*), for records
+  without line breaks or control characters inside them, in either layout: compact (records run
+  on) or published (one record per line, empty elements as `" />`). It runs in C;
 * the full path: lxml on that one record, for anything the fast path does not recognise
   (entities such as `&amp;`, another attribute order, self-closing empty elements, comments,
   and every malformed record, whose reject reason it determines).
@@ -256,9 +257,14 @@ def _fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per lay
     """The regex path: the 17 data fields as bytes ready for COPY (NULL for a missing value, dates
     as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON), or None when the record
     is not in the usual layout or not valid (the full path then decides, and gives the reject
-    reason). A record with a backslash, tab, line break or other control character anywhere takes
+    reason). Whitespace around the element (the line breaks between the published file's records) is
+    ignored; a record with a backslash, tab, line break or other control character inside it takes
     the full path, so no value here ever needs COPY escaping; the regex bounds every text by its
     field limit (LIMITS), so a value it takes is always within it."""
+    # The published files hold one record per line: the bytes cut out between two `</ABR>` start
+    # with the line break (and may end with blanks). Whitespace outside the element is not part of
+    # it; only what lies inside decides (strip() returns the same object when there is none).
+    raw = raw.strip()
     match = _FAST.match(raw)
     if match is None or len(raw.translate(None, _FAST_DECLINES)) != len(raw):
         return None

@@ -28,13 +28,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from flows.abn.parse import Record, Reject, _fast_fields, iter_raw_blocks, parse_record
+from flows.abn.rows import Batch, copy_from_fields, copy_lines, sqlite_rows
 from flows.abn.sources import JOB_TYPE, FileJob, open_xml
-from flows.abn.store import Batch, Counts, PostgresWriter, SqliteWriter, copy_from_fields, copy_lines, sqlite_rows
-from flows.runtime.ledger import Ledger
 from flows.runtime.termination import Termination, termination
+
+if TYPE_CHECKING:
+    # The parser processes run this module: they import neither SQLAlchemy nor a database driver
+    # (that halves their start-up, paid by one or two processes per file); the writer side imports
+    # flows.abn.store when it ingests.
+    from flows.abn.store import Counts
+    from flows.runtime.ledger import Ledger
 
 # Chosen from `make bench` (README "Performance"): into PostgreSQL 45k/s at 100 records per
 # transaction, 67k/s at 1,000, 81k/s at 10,000; a hard kill undoes at most one interval (~0.12 s of
@@ -313,16 +319,28 @@ def parser_process(
 # -- ingesting one file (the transaction side) -----------------------------------------------------
 
 
+# Below this size a file gets one parser process: a second one's start-up and its cutting of the
+# whole file cost more than it saves (measured 2026-12-07 on 2 cores, files of 25k records, 17 MB:
+# 42k records/s with one parser against 32k with two; with 200k records, 143 MB, two can be faster).
+SMALL_FILE_BYTES = 64 << 20
+
+
 def default_parsers(job: FileJob) -> int:
     """Two parser processes for a file on disk (each reads it, parses every other batch: parsing
-    is what limits the rate); one for a streamed URL or a generated fixture, read only once.
-    AGENCY_OS_PARSERS overrides it."""
+    is what limits the rate), one for a file smaller than SMALL_FILE_BYTES; one for a streamed URL
+    or a generated fixture, read only once. AGENCY_OS_PARSERS overrides it."""
     if os.environ.get("AGENCY_OS_PARSERS"):
         return max(1, int(os.environ["AGENCY_OS_PARSERS"]))
     streamed = job.source.startswith("fixture://") or (
         job.source.startswith(("http://", "https://")) and job.member is None
     )
-    return 1 if streamed else 2
+    if streamed:
+        return 1
+    if job.member is None:
+        with contextlib.suppress(OSError):
+            if Path(job.source).stat().st_size < SMALL_FILE_BYTES:
+                return 1
+    return 2
 
 
 def ingest_file(
@@ -337,15 +355,20 @@ def ingest_file(
     cache_dir: Path | None = None,
     on_batch: Callable[[FileJob, Batch], None] | None = None,
     after_commit: Callable[[FileJob, Batch], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Ingest one file into `abn_entity`/`abn_reject` of the ledger's database; resumable.
 
     Returns the job's result (also stored in the ledger). A job already complete returns its
     stored result without touching the file. Raises `Interrupted` (after the commit) when
-    termination is requested between batches.
+    termination is requested between batches. With `timings`, adds to its "wait_s" the wall
+    seconds spent waiting for parsed batches and to its "write_s" those spent in the write
+    transactions (COPY/upsert, checkpoint, commit: the database's share included).
     """
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1")
+    from flows.abn.store import PostgresWriter, SqliteWriter  # noqa: PLC0415  (not in the parser processes)
+
     writer = PostgresWriter() if ledger.dialect == "postgresql" else SqliteWriter()
     lease = ledger.acquire(job.id, JOB_TYPE, owner)
     if lease.complete:
@@ -358,8 +381,12 @@ def ingest_file(
         if parallel
         else contextlib.nullcontext(produce_batches(job, lease.progress, checkpoint_every, writer.format, cache_dir))
     )
+    wait_s = write_s = 0.0
     with source as batches:
+        clock = time.monotonic()
         for batch in batches:
+            ready = time.monotonic()
+            wait_s += ready - clock
             if on_batch is not None:
                 on_batch(job, batch)  # out of band, before the work: how much a kill can make us redo
             with ledger.transaction() as conn:
@@ -367,13 +394,17 @@ def ingest_file(
                 counts = writer.write(conn, batch)
                 after = done.plus(batch, counts)
                 ledger.checkpoint(conn, lease, batch.end, after.as_dict())
+            clock = time.monotonic()
+            write_s += clock - ready
             done = after
             records_this_run += batch.records
             if after_commit is not None:
                 after_commit(job, batch)
             if term.requested:
+                _add_timings(timings, wait_s, write_s)
                 ledger.release(lease)  # pending again, progress kept: the next holder resumes here
                 raise Interrupted(job.id, batch.end)
+    _add_timings(timings, wait_s, write_s)
     result = {
         "job_id": job.id,
         "file": job.name,
@@ -383,6 +414,12 @@ def ingest_file(
     }
     ledger.complete(lease, result)
     return result
+
+
+def _add_timings(timings: dict[str, float] | None, wait_s: float, write_s: float) -> None:
+    if timings is not None:
+        timings["wait_s"] = timings.get("wait_s", 0.0) + wait_s
+        timings["write_s"] = timings.get("write_s", 0.0) + write_s
 
 
 def main(argv: list[str] | None = None) -> int:
