@@ -13,7 +13,7 @@ import sys
 
 COMMANDS = {
     "dead-letters": ("flows.dead_letters", "main", "list, show and replay dead-lettered jobs"),
-    "ingest-abn": ("flows.abn_bulk_ingestion", "run_cli", "ingest ABN extract files without orchestration"),
+    "ingest-abn": ("flows.abn.cli", "run_cli", "ingest ABN extract files without orchestration"),
     "abn-fixture": ("flows.abn_fixture", "main", "generate an ABN extract fixture"),
     "worker": ("flows.bulk_worker", "main", "consume the bulk queue without orchestration"),
     "catalog": ("flows.catalog", "main", "read the flow catalog"),
