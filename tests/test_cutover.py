@@ -25,6 +25,7 @@ from flows.deploy import bulk_base_job_template, default_process_template, deplo
 from prefect_harness import ROOT, Prefect, prefect_server, start_worker, stop_worker
 
 FLOW = "abn_bulk_ingestion"
+API_KEY = "pnu_sekret4cutover0000000000000000000"
 SPEC = load_catalog().get(FLOW)
 
 
@@ -102,10 +103,14 @@ def test_cutover_moves_the_flow_runs_the_canary_and_rollback_restores_it(prefect
         while not any(w["status"] == "ONLINE" for w in prefect.workers(SPEC.work_pool)):
             assert time.monotonic() < deadline, "worker not online"
             time.sleep(1)
-        out = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+        # with an API key (the test server ignores it) and -vvv: the key must show nowhere
+        out = playbook(
+            "cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}", "-e", f"prefect_api_key={API_KEY}", "-vvv"
+        )
     finally:
         stop_worker(worker)
     assert out.returncode == 0, out.stdout[-4000:]
+    assert API_KEY not in out.stdout + out.stderr
     assert placement(prefect) == (SPEC.work_pool, SPEC.work_queue)
     recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]
     assert recorded["state"] == "cut over" and recorded["previous"] == {"work_pool": "default", "work_queue": "default"}
@@ -123,8 +128,9 @@ def test_cutover_moves_the_flow_runs_the_canary_and_rollback_restores_it(prefect
     again = playbook("cutover", prefect.api, tmp_path, "-e", f"flow={FLOW}")
     assert again.returncode == 0 and "already runs on" in again.stdout
 
-    back = playbook("rollback", prefect.api, tmp_path, "-e", f"flow={FLOW}")
+    back = playbook("rollback", prefect.api, tmp_path, "-e", f"flow={FLOW}", "-e", f"prefect_api_key={API_KEY}", "-vvv")
     assert back.returncode == 0, back.stdout[-3000:]
+    assert API_KEY not in back.stdout + back.stderr
     assert placement(prefect) == ("default", "default")
     assert prefect.flow_run(moved)["state_type"] == "CANCELLED"  # carried back with the deployment
     recorded = prefect.http.get(f"/variables/name/{SPEC.placement_key}").raise_for_status().json()["value"]

@@ -85,6 +85,22 @@ def test_worker_is_online_in_its_pool_and_health_answers(prefect):
     assert workers["molecule-worker-1"]["status"] == "ONLINE"
 
 
+def test_flow_code_cannot_reach_what_the_node_can(host):
+    """The health endpoint listens on loopback only; the worker unit (and so every flow run in it)
+    is denied the instance metadata address."""
+    # the node shares the host's network namespace (network_mode host): read its listening sockets here
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state == "0A" and int(port, 16) == HEALTH_PORT:  # 0A: LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, listening  # 127.0.0.1 only: not 0.0.0.0, not ::
+    props = host.run(f"systemctl show {UNIT} -p IPAddressDeny").stdout
+    assert "169.254.169.254" in props
+
+
 def test_systemctl_stop_reschedules_the_running_flow_and_another_worker_finishes_it(host, prefect, services, tmp_path):
     db = services["postgres_url"]
     deployment = prefect.http.get("/deployments/name/abn_bulk_ingestion/abn_bulk_ingestion").raise_for_status().json()
