@@ -194,9 +194,10 @@ def test_register_pools_creates_pools_queue_and_automations_then_changes_nothing
     assert zombie["enabled"]
     trigger = zombie["trigger"]
     assert (trigger["posture"], trigger["within"], trigger["for_each"]) == ("Proactive", 90.0, ["prefect.resource.id"])
-    assert trigger["after"] == ["prefect.flow-run.heartbeat"]
+    assert set(trigger["after"]) == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert set(trigger["expect"]) == {
-        f"prefect.flow-run.{s}" for s in ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed")
+        f"prefect.flow-run.{s}"
+        for s in ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed", "AwaitingRetry", "Scheduled")
     }
     assert zombie["actions"][0]["type"] == "change-flow-run-state"
     assert zombie["actions"][0]["state"] == "CRASHED"
@@ -383,6 +384,16 @@ def test_a_bulk_run_whose_heartbeats_stop_is_crashed_then_rescheduled(rest, pool
         crashed = [s for s in states if s["type"] == "CRASHED"]
         assert crashed, states
         assert "no heartbeat" in crashed[0]["message"]
+        assert _run(rest, runs["realtime"]["id"])["state_name"] == "Running"  # not interruptible: not watched
+
+
+def test_a_bulk_run_whose_node_died_before_its_first_heartbeat_is_crashed_then_rescheduled(rest, pools):
+    with _short_window(rest, ZOMBIE):
+        # Running, then its node was killed before the engine sent a single heartbeat.
+        runs = _bulk_and_realtime_runs(rest, "silent_start", "RUNNING")
+        run = _wait_state(rest, runs["bulk"]["id"], "AwaitingRetry", timeout=40)
+        states = rest.get("/flow_run_states/", params={"flow_run_id": run["id"]}).raise_for_status().json()
+        assert any(s["type"] == "CRASHED" for s in states), states
         assert _run(rest, runs["realtime"]["id"])["state_name"] == "Running"  # not interruptible: not watched
 
 
