@@ -234,6 +234,9 @@ def test_a_job_is_only_written_to_its_own_destination(redis_url, tmp_path):
     (job_a, manifest_a), (job_b, _) = sources
     queue_a, queue_b = queue_for(redis_url, first), queue_for(redis_url, second)
     assert queue_a.stream != queue_b.stream and queue_a.destination != queue_b.destination
+    # nothing shared: index (dedupe), dead letters and job state are per destination
+    assert len({queue_a.index_key, queue_b.index_key, queue_a.dead_letter, queue_b.dead_letter}) == 4
+    assert all(key.startswith(queue_a.stream) for key in (queue_a.index_key, queue_a.dead_letter))
     queue_a.enqueue(job_a.to_job())
     queue_b.enqueue(job_b.to_job())
     with pytest.raises(ValueError, match="is for destination"):

@@ -242,8 +242,8 @@ class ReliableQueue:
         self.visibility_timeout_s = visibility_timeout_s
         self.max_attempts = max_attempts
         self.max_strikes = max_strikes
-        self.dead_letter = dead_letter or f"{stream}:dead"
-        self.index_key = f"{stream}:index"
+        self.dead_letter = dead_letter or f"{self.stream}:dead"
+        self.index_key = f"{self.stream}:index"
         self._enqueue = self.redis.register_script(_ENQUEUE)
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._group_ready = False
