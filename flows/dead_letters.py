@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(json.dumps(found[0], indent=2, sort_keys=True))
         return 0
-    records = queue.dead_letters() if args.all else _find(queue, args.entry_ids)[0]
-    missing = [] if args.all else _find(queue, args.entry_ids)[1]
+    records, missing = (queue.dead_letters(), []) if args.all else _find(queue, args.entry_ids)
     replayed = [r for r in records if replay(queue, r)]
     print(json.dumps({"replayed": [r["job"]["id"] for r in replayed], "not_found": missing, "queue": queue.stream}))
     return 1 if missing else 0
