@@ -197,7 +197,7 @@ def test_register_pools_creates_pools_queue_and_automations_then_changes_nothing
     assert set(trigger["after"]) == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert set(trigger["expect"]) == {
         f"prefect.flow-run.{s}"
-        for s in ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed", "AwaitingRetry", "Scheduled")
+        for s in ("heartbeat", "Running", "Completed", "Failed", "Cancelled", "Crashed", "AwaitingRetry", "Scheduled")
     }
     assert zombie["actions"][0]["type"] == "change-flow-run-state"
     assert zombie["actions"][0]["state"] == "CRASHED"
@@ -291,8 +291,8 @@ def test_a_rerun_keeps_each_flow_where_the_cutover_put_it(api, rest, deployed):
     assert len(_deployment(rest, "abn_bulk_ingestion", "abn_bulk_ingestion")["schedules"]) == 1
 
 
-def _set_state(rest: httpx.Client, run_id: str, state_type: str) -> None:
-    body = {"state": {"type": state_type}, "force": True}
+def _set_state(rest: httpx.Client, run_id: str, state_type: str, name: str | None = None) -> None:
+    body = {"state": {"type": state_type, **({"name": name} if name else {})}, "force": True}
     answer = rest.post(f"/flow_runs/{run_id}/set_state", json=body).raise_for_status().json()
     assert answer["status"] == "ACCEPT", answer
 
@@ -404,3 +404,43 @@ def test_a_bulk_run_whose_worker_vanished_while_submitting_is_rescheduled(rest, 
         run = _wait_state(rest, runs["bulk"]["id"], "AwaitingRetry", timeout=40)
         assert run["run_count"] == 0
         assert _run(rest, runs["realtime"]["id"])["state_name"] == "Pending"  # not interruptible: left alone
+
+
+def _states_since(rest: httpx.Client, run_id: str, since: str) -> list[dict[str, Any]]:
+    states = rest.get("/flow_run_states/", params={"flow_run_id": run_id}).raise_for_status().json()
+    return sorted((s for s in states if s["timestamp"] > since), key=lambda s: s["timestamp"])
+
+
+def _taken_again(rest: httpx.Client, run_id: str, last: str) -> str:
+    """A first attempt (taken, started, rescheduled by a drain), then the run taken again a second
+    later and left in `last`, inside the first attempt's window: the second attempt must be watched
+    from its own start (with the `after` events not expected, it was not: this test failed). Returns
+    the time of the last transition."""
+    for state_type, name in (("PENDING", None), ("RUNNING", None), ("SCHEDULED", "AwaitingRetry")):
+        _set_state(rest, run_id, state_type, name)
+    time.sleep(1)  # the second attempt starts early in the first one's window
+    _set_state(rest, run_id, "PENDING")
+    if last != "PENDING":
+        _set_state(rest, run_id, last)
+    return _states_since(rest, run_id, "")[-1]["timestamp"]
+
+
+def test_a_run_taken_again_within_the_window_whose_worker_vanished_is_rescheduled(rest, pools):
+    with _short_window(rest, STALLED):
+        dep = _external(rest, "stall_again", "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
+        run_id = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()["id"]
+        since = _taken_again(rest, run_id, "PENDING")
+        _wait_state(rest, run_id, "AwaitingRetry", timeout=40)
+        rescheduled = [s for s in _states_since(rest, run_id, since) if s["name"] == "AwaitingRetry"]
+        assert rescheduled and "did not start it" in rescheduled[0]["message"], rescheduled
+
+
+def test_a_run_started_again_within_the_window_whose_node_died_is_crashed(rest, pools):
+    with _short_window(rest, ZOMBIE):
+        dep = _external(rest, "silent_again", "bulk", ["tier:bulk", "interruptible"], pool=BULK_POOL)
+        run_id = rest.post(f"/deployments/{dep}/create_flow_run", json={}).raise_for_status().json()["id"]
+        since = _taken_again(rest, run_id, "RUNNING")
+        deadline = time.monotonic() + 40
+        while not any(s["type"] == "CRASHED" for s in _states_since(rest, run_id, since)):
+            assert time.monotonic() < deadline, _states_since(rest, run_id, since)
+            time.sleep(0.5)
