@@ -14,11 +14,21 @@ What makes resume exact:
   lease's epoch is still current, so a worker that was presumed dead (its job redelivered to
   another node) and wakes up cannot commit over its successor: its transaction fails with
   `Fenced` and rolls back, data included.
+* **A frozen holder blocks for a bounded time** (PostgreSQL). A node that freezes or loses its
+  network sends no FIN/RST, and its backend would keep the job's row locked until TCP gives up
+  (two hours by default). Every session has `lock_timeout`, `idle_in_transaction_session_timeout`
+  and TCP keepalives on both ends (`make_engine`), and is named after its holder
+  (`application_name`). A new holder whose `acquire()` waits `lock_timeout` on the row ends the
+  sessions of the holder the ledger names (the queue handed the job over only because that holder
+  stopped sending heartbeats) and acquires again; the old holder's transaction is rolled back and,
+  when it wakes, its connection is gone and its epoch stale. Bound: the queue's visibility timeout
+  plus `lock_timeout` (60 + 10 s by default).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import uuid
@@ -40,11 +50,17 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
+
+from flows.runtime import settings
+
+log = logging.getLogger("agency_os.ledger")
 
 PENDING, RUNNING, COMPLETE, FAILED = "pending", "running", "complete", "failed"
 DEFAULT_URL = "sqlite:///agency-os-ledger.db"
@@ -125,6 +141,32 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def session_name(owner: str) -> str:
+    """The `application_name` of a holder's PostgreSQL sessions (63 bytes at most)."""
+    return f"agency-os {owner}"[:63]
+
+
+# TCP keepalives: a peer that vanished without FIN/RST is noticed within 30 + 3 x 10 s, by the
+# client (libpq) and by the server (its backend of this session) alike.
+_KEEPALIVE = {"idle": 30, "interval": 10, "count": 3}
+
+
+def postgres_connect_args(options: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """libpq parameters of every ledger/store session (see the module docstring)."""
+    server = [
+        f"-c lock_timeout={int(settings.postgres_lock_timeout_s() * 1000)}",
+        f"-c idle_in_transaction_session_timeout={int(settings.postgres_idle_in_transaction_s() * 1000)}",
+        *(f"-c tcp_keepalives_{k}={v}" for k, v in _KEEPALIVE.items()),
+    ]
+    given = [options] if isinstance(options, str) else list(options or ())
+    return {
+        "application_name": session_name(default_owner()),
+        "keepalives": 1,
+        **{f"keepalives_{k}": v for k, v in _KEEPALIVE.items()},
+        "options": " ".join([*given, *server]),
+    }
+
+
 def make_engine(url: str = DEFAULT_URL) -> Engine:
     """An engine with the settings the ledger relies on.
 
@@ -151,7 +193,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=postgres_connect_args(parsed.query.get("options")))
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql://"
     )
@@ -233,8 +275,42 @@ class Ledger:
 
     def acquire(self, job_id: str, kind: str, owner: str | None = None) -> Lease:
         """Take the job: a complete job comes back as is (skip it, use `.result`); otherwise the
-        epoch is bumped, the job is marked running and the lease carries the last checkpoint."""
+        epoch is bumped, the job is marked running and the lease carries the last checkpoint.
+
+        On PostgreSQL, a row still locked after `lock_timeout` belongs to a holder presumed dead
+        (frozen, cut off): its sessions are ended and the job acquired again (module docstring)."""
         owner = owner or default_owner()
+        try:
+            return self._acquire(job_id, kind, owner)
+        except sa_exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03" or not self._end_holder_sessions(job_id, owner):
+                raise
+        return self._acquire(job_id, kind, owner)
+
+    def _end_holder_sessions(self, job_id: str, successor: str) -> bool:
+        """End the PostgreSQL sessions of the job's recorded holder (not ours). True if any."""
+        holder = self.get(job_id)
+        if holder is None or not holder.owner or holder.owner == successor:
+            return False
+        with self.engine.begin() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND datname = current_database() AND pid <> pg_backend_pid()"
+                ),
+                {"name": session_name(holder.owner)},
+            ).all()
+        if ended:
+            log.warning(
+                "job %s: its holder %s kept the row locked past lock_timeout (frozen or cut off); "
+                "ended its %d session(s) to take the job over",
+                job_id,
+                holder.owner,
+                len(ended),
+            )
+        return bool(ended)
+
+    def _acquire(self, job_id: str, kind: str, owner: str) -> Lease:
         with self.engine.begin() as conn:
             row = self._locked_row(conn, job_id)
             if row is None:

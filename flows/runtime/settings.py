@@ -23,6 +23,8 @@ from pathlib import Path
 
 DATABASE_ENV = "AGENCY_OS_DATABASE_URL"
 REDIS_ENV = "AGENCY_OS_REDIS_URL"
+PG_LOCK_TIMEOUT_ENV = "AGENCY_OS_PG_LOCK_TIMEOUT_S"
+PG_IDLE_IN_TRANSACTION_ENV = "AGENCY_OS_PG_IDLE_IN_TRANSACTION_S"
 
 
 class SettingError(RuntimeError):
@@ -129,3 +131,27 @@ def resolve(
             _no_more_retries()
         raise
     return db, queue
+
+
+def _seconds(env: str, default: float, minimum: float) -> float:
+    raw = os.environ.get(env) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{env} must be a number of seconds, not {raw!r}") from None
+    if value < minimum:
+        raise SettingError(f"{env} must be at least {minimum:g} s, not {value:g}")
+    return value
+
+
+def postgres_lock_timeout_s() -> float:
+    """How long a ledger or store statement waits for a row lock before it gives up (a transient
+    error, retried). A job's new holder that waits this long on its predecessor's lock takes the job
+    over (see `Ledger.acquire`)."""
+    return _seconds(PG_LOCK_TIMEOUT_ENV, 10, 1)
+
+
+def postgres_idle_in_transaction_s() -> float:
+    """How long PostgreSQL keeps a session that sits idle inside a transaction (a frozen or cut-off
+    holder between two statements) before it ends the session and releases its locks."""
+    return _seconds(PG_IDLE_IN_TRANSACTION_ENV, 60, 1)
