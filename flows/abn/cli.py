@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
-from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, plan
+from flows.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, SourceUnavailable, plan
 from flows.abn.store import create_tables
 from flows.runtime.ledger import Ledger
 from flows.runtime.termination import termination
@@ -87,6 +87,18 @@ def stage_times(startup_s: float | None, timings: dict[str, float]) -> dict[str,
 # -- the command line -------------------------------------------------------------------------------
 
 
+def _open_and_plan(args: argparse.Namespace) -> tuple[Any, list[FileJob]] | int:
+    """(ledger, jobs), or the exit status after a one-line message."""
+    try:
+        return open_database(args.database_url), plan(args.sources or list(DEFAULT_SOURCES), args.cache_dir)
+    except (SourceError, ValueError) as exc:
+        print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
+        return 2
+    except SourceUnavailable as exc:  # the network or the publisher: the same command later resumes
+        print(f"abn_bulk_ingestion: {exc}; run the same command again later", file=sys.stderr)
+        return 1
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.abn_bulk_ingestion", description="Load the ABN Bulk Extract into abn_entity (resumable)."
@@ -118,12 +130,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     startup_s = _seconds_since_process_start()
     timings: dict[str, float] = {}
-    try:
-        ledger = open_database(args.database_url)
-        jobs = plan(args.sources or list(DEFAULT_SOURCES), args.cache_dir)
-    except (SourceError, ValueError) as exc:
-        print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
-        return 2
+    planned = _open_and_plan(args)
+    if isinstance(planned, int):
+        return planned
+    ledger, jobs = planned
 
     progress_log = args.progress_log.open("a", buffering=1) if args.progress_log else None
 

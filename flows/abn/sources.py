@@ -3,8 +3,10 @@
 `plan()` turns the sources a user gives into one job per XML file (a ZIP holds ten), with a
 stable id, so several workers can split the 20 files through the queue and a rerun resumes the
 same jobs. `open_xml()` streams one file's bytes: from disk, from inside a ZIP (never
-extracted whole), or over HTTP(S) (a ZIP is downloaded once into the cache directory, because a
-ZIP's index is at its end).
+extracted whole), or from a download kept in the cache directory (`fetch`): verified complete
+(a body cut short is resumed with Range, never cached), shared by the processes that need it, and
+bound to the content the job was planned from (ETag, Last-Modified, or the content's digest when
+the server gives neither: next week's extract at the same address is another job).
 
 `fixture://abn?records=N&files=K&seed=S&bad_every=M` stands for a generated extract (see
 flows.abn_fixture), so a canary run needs no data on the node.
@@ -12,10 +14,13 @@ flows.abn_fixture), so a canary run needs no data on the node.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -48,6 +53,8 @@ class FileJob:
     source: str
     member: str | None
     name: str
+    # A URL source's content when it was planned (see `fetch`): the job reads that content or none.
+    version: str | None = None
 
     def to_job(self) -> dict[str, Any]:
         return {"type": JOB_TYPE, **asdict(self)}
@@ -55,7 +62,13 @@ class FileJob:
     @classmethod
     def from_job(cls, job: dict[str, Any]) -> FileJob:
         try:
-            return cls(id=str(job["id"]), source=str(job["source"]), member=job.get("member"), name=str(job["name"]))
+            return cls(
+                id=str(job["id"]),
+                source=str(job["source"]),
+                member=job.get("member"),
+                name=str(job["name"]),
+                version=job.get("version"),
+            )
         except KeyError as exc:
             raise ValueError(f"abn_file job without {exc.args[0]!r}: {job!r}") from None
 
@@ -85,15 +98,50 @@ def _fixture_params(source: str) -> dict[str, int]:
     return params
 
 
-def _url_fingerprint(url: str) -> str:
-    request = urllib.request.Request(url, method="HEAD")  # noqa: S310  (http/https checked by the caller)
+class SourceUnavailable(ConnectionError):
+    """A source could not be read this time (connection dropped, download cut short, server error):
+    retrying later can succeed; a download's complete part is kept and resumed."""
+
+
+class SourceChanged(SourceError):
+    """The source's content is not the one the job was planned from (a new extract was published
+    at the same address): this job cannot be completed from it; plan again."""
+
+
+def _version_of(headers: Any) -> str | None:
+    """The validator a server gives for its content (ETag, else Last-Modified), or None."""
+    if etag := headers.get("ETag"):
+        return f"etag:{etag}"
+    if modified := headers.get("Last-Modified"):
+        return f"modified:{modified}"
+    return None
+
+
+def _open(request: urllib.request.Request) -> Any:
+    if not _is_url(request.full_url):
+        raise SourceError(f"{request.full_url}: only http and https sources are downloaded")
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
-            tag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
-            size = resp.headers.get("Content-Length") or ""
-    except OSError as exc:
-        raise SourceError(f"cannot reach {url}: {exc}") from None
-    return hashlib.sha256(f"{url}|{tag}|{size}".encode()).hexdigest()[:12]
+        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310  (http/https checked by callers)
+    except urllib.error.HTTPError as exc:
+        url = exc.url or request.full_url
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise SourceUnavailable(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise SourceError(f"cannot read {url}: HTTP {exc.code} {exc.reason}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise SourceUnavailable(f"cannot reach {request.full_url}: {exc}") from None
+
+
+def _remote_version(url: str) -> str | None:
+    with _open(urllib.request.Request(url, method="HEAD")) as resp:  # noqa: S310  (_open checks the scheme)
+        return _version_of(resp.headers)
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return f"sha256:{sha.hexdigest()}"
 
 
 def _local_fingerprint(path: Path) -> str:
@@ -104,22 +152,85 @@ def _local_fingerprint(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
-def fetch(url: str, cache_dir: Path | None = None) -> Path:
-    """Download `url` into the cache (once; keyed by URL, ETag and size)."""
+def _url_fingerprint(url: str, version: str) -> str:
+    return hashlib.sha256(f"{url}|{version}".encode()).hexdigest()[:12]
+
+
+def _download(url: str, partial: Path, version: str | None) -> None:
+    """Complete `partial` with the content at `url` (resuming with Range when it holds a part and
+    the server gives a validator). Raises SourceUnavailable when the body is cut short (the part
+    is kept), SourceChanged when the server's validator is not `version`."""
+    have = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url)  # noqa: S310  (_open checks the scheme)
+    if have and version:
+        request.add_header("Range", f"bytes={have}-")
+        request.add_header("If-Range", version.split(":", 1)[1])  # a changed file comes back whole (200)
+    with _open(request) as resp:
+        got = _version_of(resp.headers)
+        if version and got and got != version:
+            raise SourceChanged(f"{url} changed since it was planned ({got}, planned {version}): plan it again")
+        resumed = resp.status == 206 and resp.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+        if resumed:
+            total = int(resp.headers["Content-Range"].rsplit("/", 1)[1])
+        else:
+            have, length = 0, resp.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        try:
+            with partial.open("ab" if resumed else "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceUnavailable(f"download of {url} interrupted at {partial.stat().st_size} bytes: {exc}") from None
+    size = partial.stat().st_size
+    if total is not None and size != total:
+        raise SourceUnavailable(f"download of {url} ended early: {size} of {total} bytes (kept; the next try resumes)")
+
+
+def fetch(url: str, cache_dir: Path | None = None, version: str | None = None) -> Path:
+    """`url`'s content in the cache, verified and complete (a cut-short download is never cached).
+
+    `version` is what the job was planned from: the server's validator (`etag:...`, `modified:...`),
+    or the content's digest (`sha256:...`) when the server gives no validator. Content that is not
+    that version raises SourceChanged. Without `version` (planning), the current content is fetched.
+    Processes that fetch the same file wait for each other (a lock file) and share one download.
+    """
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{_url_fingerprint(url)}-{Path(urllib.parse.urlsplit(url).path).name or 'download'}"
-    if target.exists():
+    name = Path(urllib.parse.urlsplit(url).path).name or "download"
+    validator = version if version and not version.startswith("sha256:") else None
+    if version is None or validator:
+        current = _remote_version(url)
+        if validator and current and current != validator:
+            raise SourceChanged(f"{url} changed since it was planned ({current}, planned {validator}): plan it again")
+        validator = validator or current
+    key = validator or version  # None: no validator and nothing planned yet, the digest decides
+    base = cache_dir / f"{_url_fingerprint(url, key or 'unversioned')}-{name}"
+    with (cache_dir / f"{base.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download per file; the others then find it cached
+        if key and base.exists():
+            return base
+        partial = base.with_name(base.name + ".part")
+        _download(url, partial, validator)
+        if key and not key.startswith("sha256:"):
+            partial.replace(base)
+            return base
+        digest = _digest(partial)
+        if version and digest != version:
+            partial.unlink()
+            raise SourceChanged(
+                f"{url} changed since it was planned (content {digest}, planned {version}): plan it again"
+            )
+        target = cache_dir / f"{_url_fingerprint(url, digest)}-{name}"
+        partial.replace(target)
         return target
-    partial = target.with_suffix(target.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp, partial.open("wb") as out:  # noqa: S310
-            shutil.copyfileobj(resp, out, 1 << 20)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise SourceError(f"cannot download {url}: {exc}") from None
-    partial.replace(target)
-    return target
+
+
+def url_version(url: str, cache_dir: Path | None = None) -> tuple[str, Path | None]:
+    """(the version a job of `url` is bound to, the cached file if this had to download it)."""
+    version = _remote_version(url)
+    if version:
+        return version, None
+    local = fetch(url, cache_dir)  # no validator: the content's digest is the version
+    return _digest(local), local
 
 
 def _zip_members(path: Path, label: str) -> list[str]:
@@ -145,16 +256,15 @@ def plan(sources: list[str] | tuple[str, ...], cache_dir: Path | None = None) ->
             continue
         is_url = _is_url(source)
         name = Path(urllib.parse.urlsplit(source).path if is_url else source).name
-        fingerprint = _url_fingerprint(source) if is_url else _local_fingerprint(Path(source))
+        version, local = url_version(source, cache_dir) if is_url else (None, Path(source))
+        fingerprint = _url_fingerprint(source, version) if version else _local_fingerprint(Path(source))
         if name.lower().endswith(".zip"):
-            local = fetch(source, cache_dir) if is_url else Path(source)
+            local = local or fetch(source, cache_dir, version)
             for member in _zip_members(local, source):
                 member_name = Path(member).name
-                jobs.append(
-                    FileJob(id=f"abn:{member_name}:{fingerprint}", source=source, member=member, name=member_name)
-                )
+                jobs.append(FileJob(f"abn:{member_name}:{fingerprint}", source, member, member_name, version=version))
         else:
-            jobs.append(FileJob(id=f"abn:{name}:{fingerprint}", source=source, member=None, name=name))
+            jobs.append(FileJob(f"abn:{name}:{fingerprint}", source, None, name, version=version))
     names = [j.name for j in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -174,13 +284,8 @@ def open_xml(job: FileJob, cache_dir: Path | None = None) -> Iterator[IO[bytes]]
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abn-fixture-")))
             manifest = generate(p["records"], p["seed"], tmp, files=p["files"], bad_every=p["bad_every"])
             stream: IO[bytes] = stack.enter_context((tmp / manifest["sources"][int(job.member or 1) - 1]).open("rb"))
-        elif _is_url(source) and job.member is None:
-            try:
-                stream = stack.enter_context(urllib.request.urlopen(source, timeout=HTTP_TIMEOUT_S))  # noqa: S310
-            except OSError as exc:
-                raise SourceError(f"cannot read {source}: {exc}") from None
         else:
-            local = fetch(source, cache_dir) if _is_url(source) else Path(source)
+            local = fetch(source, cache_dir, job.version) if _is_url(source) else Path(source)
             try:
                 if job.member is None:
                     stream = stack.enter_context(local.open("rb"))
