@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from flows.abn.checksum import abn_from_base
 from flows.abn.parse import Record
-from flows.abn.pipeline import SMALL_FILE_BYTES, default_parsers, ingest_file
-from flows.abn.sources import plan
+from flows.abn.pipeline import SMALL_FILE_BYTES, Interrupted, default_parsers, ingest_file
+from flows.abn.sources import FileJob, plan
 from flows.abn.store import (
     Batch,
     PostgresWriter,
@@ -567,3 +567,14 @@ def test_one_or_two_parser_processes_store_the_same(database_url, extract):
     ledger.engine.dispose()
     assert contents[0] == contents[1]
     assert [(r["inserted"], r["rejected"]) for r in results] == [(len(contents[0][0]), len(contents[0][1]))] * 2
+
+
+def test_a_handler_asked_to_stop_starts_no_download_and_gives_the_job_back(sqlite_url, tmp_path):
+    term = Termination()
+    term.request("drain")
+    job = FileJob("abn:never", "https://127.0.0.1:9/never.xml", None, "never.xml", version='etag:"x"')
+    ledger = open_database(sqlite_url)
+    with pytest.raises(Interrupted):
+        ingest_file(job, ledger, term=term)  # the URL is unreachable: reaching it would raise another error
+    lease = ledger.get(job.id)
+    assert (lease.status, lease.progress) == ("pending", 0)

@@ -373,6 +373,9 @@ def ingest_file(
     lease = ledger.acquire(job.id, JOB_TYPE, owner)
     if lease.complete:
         return dict(lease.result or {}, skipped=True)
+    if term.requested:  # going away: do not start a download or a parse that could not finish
+        ledger.release(lease)
+        raise Interrupted(job.id, lease.progress)
     done = Progress.from_state(lease.state)
     started = time.monotonic()
     records_this_run = 0
