@@ -33,7 +33,7 @@ from flows.abn.store import Batch, create_tables
 from flows.catalog import flow_options
 from flows.runtime import settings
 from flows.runtime.ledger import Fenced, Ledger
-from flows.runtime.queue import Delivery, ReliableQueue
+from flows.runtime.queue import Delivery, ReliableQueue, connect
 from flows.runtime.retry import call_with_retries, is_transient
 from flows.runtime.termination import Termination, termination
 
@@ -131,9 +131,10 @@ def consume(
     while True:
         if ctx.term.requested:
             ctx.term.stop()
-        if stop_when is not None and stop_when():
+        # a database or Redis restart between jobs is waited out too, not only inside a job
+        if stop_when is not None and call_with_retries(stop_when, ctx.term, what="settled check"):
             return stats
-        delivery = queue.claim(block_s=poll_s)
+        delivery = call_with_retries(lambda: queue.claim(block_s=poll_s), ctx.term, what="claim")
         if delivery is not None and ctx.term.requested:  # asked to drain while waiting: take nothing new
             delivery.release()
             ctx.term.stop()
@@ -265,7 +266,7 @@ def make_context(database_url: str, redis_url: str | None, checkpoint_every: int
     ledger = Ledger(database_url)
     ledger.setup()
     create_tables(ledger.engine)
-    client = redis.Redis.from_url(redis_url, decode_responses=True) if redis_url else None
+    client = connect(redis_url) if redis_url else None
     return WorkContext(ledger=ledger, redis=client, checkpoint_every=checkpoint_every)
 
 

@@ -6,13 +6,24 @@ Run by playbooks/failover_drill.yml (`make drill`) against the embedded local de
     python -m flows.drill --api-url URL --database-url URL --redis-url URL [--records N] [--files K]
                           [--preemptions P] [--notice-ratio R] [--seed S] [--result FILE]
 
-Preemptions happen at random moments while the run is going: with a notice (the node's metadata
-emulator announces it, the watcher drains the worker, then the node shuts down) or hard
-(`docker kill -s KILL`, no warning), while capacity replaces missing nodes (the local capacity
-role, as an autoscaling group would). It waits for completion, checks, and prints as its last
-line one JSON object. The exit status is non-zero unless every valid record is in the database
-exactly once, the rejects are the injected bad records, no job was lost and every run completed.
-The seed is printed, so a failing drill can be replayed.
+Faults are paced over the work (fault k of N once k/(N+1) of the records are committed), in a
+random order, while capacity replaces missing nodes (the local capacity role, as an autoscaling
+group would):
+
+* `notice`: the node's metadata emulator announces a preemption, the watcher drains the worker,
+  then the node shuts down;
+* `hard`: `docker kill -s KILL`, no warning;
+* `freeze`: `docker pause` a node holding a job for longer than the queue's visibility timeout,
+  then `docker unpause` (a frozen VM: no FIN, no RST; its job must go on elsewhere, and its late
+  commit must be refused);
+* `postgres_restart` and `redis_restart`: the control plane's PostgreSQL restarted; Redis killed
+  (SIGKILL: what it had not written is lost) and started again.
+
+It waits for completion, checks, and prints as its last line one JSON object. The exit status is
+non-zero unless every valid record is in the database exactly once, the rejects are the injected
+bad records, no job was lost or dead-lettered, every run completed, and every planned fault was
+made; the JSON says which (`work_ok`, `faults_missing`). The seed is printed, so a failing drill
+can be replayed.
 """
 
 from __future__ import annotations
@@ -77,14 +88,17 @@ class Config:
     files: int = 20
     bad_every: int = 997
     preemptions: int = 20
+    freezes: int = 2
+    postgres_restarts: int = 2
+    redis_restarts: int = 2
+    freeze_seconds: float = 35.0  # longer than the local queue visibility timeout (20 s)
+    control: str = "agency-os-control"  # the control plane container (PostgreSQL, Redis)
     notice_ratio: float = 0.5
     seed: int = 0
     checkpoint_every: int = 2_000
     helpers: int = 5
     notice_seconds: float = 10.0
     shutdown_grace: float = 40.0
-    min_gap_s: float = 2.0
-    max_gap_s: float = 8.0
     min_each: int = 0
     timeout_s: float = 3_600.0
     nodes: int = 4
@@ -114,6 +128,29 @@ class Docker:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
     @staticmethod
+    def freeze(name: str, seconds: float) -> None:
+        subprocess.run(["docker", "pause", name], capture_output=True, check=False)
+        time.sleep(seconds)
+        subprocess.run(["docker", "unpause", name], capture_output=True, check=False)
+
+    @staticmethod
+    def restart_service(container: str, kind: str) -> bool:
+        """Restart PostgreSQL, or kill Redis (SIGKILL) and start it again, in the control plane."""
+        steps = (
+            [["systemctl", "restart", "postgresql.service"]]
+            if kind == "postgres_restart"
+            else [["systemctl", "kill", "--signal=SIGKILL", "redis-server.service"],
+                  ["systemctl", "restart", "redis-server.service"]]
+        )  # fmt: skip
+        ok = True
+        for step in steps:
+            proc = subprocess.run(["docker", "exec", container, *step], capture_output=True, text=True, check=False)
+            ok = ok and (proc.returncode == 0 or step[1] == "kill")
+            if proc.returncode and step[1] != "kill":
+                log(f"{kind}: {' '.join(step)} failed: {proc.stderr.strip()}")
+        return ok
+
+    @staticmethod
     def shutdown(name: str, grace: float) -> None:
         # The node's stop signal is SIGRTMIN+3: systemd stops every unit (the worker drains).
         subprocess.run(["docker", "stop", "-t", str(int(grace)), name], capture_output=True, check=False)
@@ -132,6 +169,7 @@ class Drill:
         self.destination = ledger.destination  # the drill database's own queue namespace
         self.stream = destination_stream(self.destination)
         self.preemptions: list[Preemption] = []
+        self.service_faults: list[str] = []  # postgres_restart / redis_restart, as made
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -245,6 +283,9 @@ class Drill:
         if mode == "hard":
             Docker.kill(node["name"])
             return
+        if mode == "freeze":
+            Docker.freeze(node["name"], self.c.freeze_seconds)
+            return
         port = self.c.metadata_port_base + node["slot"]
         with contextlib.suppress(httpx.HTTPError):
             httpx.post(
@@ -257,32 +298,55 @@ class Drill:
         done = [r for r in self.ledger() if r["status"] == "complete"]
         return len(done) >= len(manifest["files"])
 
-    def plan_modes_count(self) -> int:
-        return _planned(self.c)
+    def committed(self) -> int:
+        return sum(int(r["progress"] or 0) for r in self.ledger())
 
-    def plan_modes(self) -> list[str]:
-        """notice/hard for each preemption: at least `min_each` of both, the rest by the ratio."""
+    def plan_faults(self) -> list[str]:
+        """Every fault of the drill, in a random order: notice/hard preemptions (at least `min_each`
+        of both, the rest by the ratio), freezes and service restarts."""
         fixed = ["notice", "hard"] * self.c.min_each
         rest = [
             "notice" if self.rng.random() < self.c.notice_ratio else "hard"
             for _ in range(max(self.c.preemptions - len(fixed), 0))
         ]
-        modes = fixed + rest
-        self.rng.shuffle(modes)
-        return modes
+        faults = (
+            fixed
+            + rest
+            + ["freeze"] * self.c.freezes
+            + ["postgres_restart"] * self.c.postgres_restarts
+            + ["redis_restart"] * self.c.redis_restarts
+        )
+        self.rng.shuffle(faults)
+        return faults
 
-    def preempt_while_running(self, manifest: dict) -> None:
-        modes = self.plan_modes()
-        while len(self.preemptions) < len(modes) and not self.all_done(manifest):
-            time.sleep(self.rng.uniform(self.c.min_gap_s, self.c.max_gap_s))
-            nodes = Docker.nodes()
+    def faults_made(self) -> int:
+        return len(self.preemptions) + len(self.service_faults)
+
+    def fault_while_running(self, manifest: dict) -> None:
+        """Fault k of N once k/(N+1) of the records are committed: spread over the work whatever
+        its speed. A node fault waits for a node that holds a job while another can carry on."""
+        faults = self.plan_faults()
+        total = manifest["records"]
+        while self.faults_made() < len(faults) and not self.all_done(manifest):
+            k = self.faults_made()
+            if self.committed() < total * (k + 1) / (len(faults) + 1):
+                time.sleep(0.5)
+                continue
+            fault = faults[k]
+            if fault in ("postgres_restart", "redis_restart"):
+                log(f"fault {k + 1}: {fault}")
+                if Docker.restart_service(self.c.control, fault):
+                    self.service_faults.append(fault)
+                continue
             # Take a node only while another one can carry on (a spot pool rarely loses all at once),
             # and take one that is working: an online worker holding a job, to prove the job survives.
+            nodes = Docker.nodes()
             online = self.online_workers()
             working = [n for n in nodes if n["name"] in online and self.held_by(n["name"])]
             if len(nodes) < 2 or not working or self.all_done(manifest):
+                time.sleep(1)
                 continue
-            self.preempt(self.rng.choice(working), modes[len(self.preemptions)])
+            self.preempt(self.rng.choice(working), fault)
 
     # -- the drill -----------------------------------------------------------------------------
 
@@ -298,8 +362,8 @@ class Drill:
         threads = [threading.Thread(target=t, daemon=True) for t in (self.keep_capacity, self.watch_recoveries)]
         for thread in threads:
             thread.start()
-        self.preempt_while_running(manifest)
-        log(f"{len(self.preemptions)} preemptions done; waiting for the runs to complete")
+        self.fault_while_running(manifest)
+        log(f"{self.faults_made()} faults made; waiting for the runs to complete")
         deadline = started + self.c.timeout_s
         while time.monotonic() < deadline:
             runs = self.runs(parent)
@@ -339,8 +403,12 @@ class Drill:
             "rejects_expected": manifest["bad"],
             "jobs_lost": len(files) - len(complete) + dead,
             "runs_not_completed": sum(r["state_type"] != "COMPLETED" for r in runs),
+            "dead_letters": dead,
             "preemptions_notice": sum(p.mode == "notice" for p in self.preemptions),
             "preemptions_hard": sum(p.mode == "hard" for p in self.preemptions),
+            "freezes": sum(p.mode == "freeze" for p in self.preemptions),
+            "postgres_restarts": self.service_faults.count("postgres_restart"),
+            "redis_restarts": self.service_faults.count("redis_restart"),
             "max_recovery_s": round(max(recoveries), 1) if recoveries else None,
             "max_recovery_after_notice_s": round(max(notice_recoveries), 1) if notice_recoveries else None,
             "records_redone": attempted - committed,
@@ -349,21 +417,34 @@ class Drill:
             "seconds": round(seconds, 1),
             "seed": self.c.seed,
         }
-        planned = self.plan_modes_count()
-        result["preemptions_planned"] = planned
-        result["passed"] = (
-            result["preemptions_notice"] + result["preemptions_hard"] >= planned
-            and result["records_db"] == result["records_valid"]
+        planned = planned_faults(self.c)
+        result["faults_planned"] = planned
+        # Two verdicts, apart: the work (nothing lost, done twice or dead-lettered) and the plan
+        # (every fault made; the work may end before a slow fault comes round).
+        result["work_ok"] = (
+            result["records_db"] == result["records_valid"]
             and result["duplicates"] == 0
             and result["rejects"] == result["rejects_expected"]
             and result["jobs_lost"] == 0
+            and result["dead_letters"] == 0
             and result["runs_not_completed"] == 0
         )
+        result["faults_missing"] = max(planned - self.faults_made(), 0)
+        result["passed"] = result["work_ok"] and result["faults_missing"] == 0
+        if not result["work_ok"]:
+            log("FAILED: work was lost, done twice, dead-lettered or left unfinished")
+        elif result["faults_missing"]:
+            log(f"nothing was lost, but {result['faults_missing']} of {planned} planned faults could not be made")
         return result
 
 
-def _planned(config: Config) -> int:
-    return max(config.preemptions, 2 * config.min_each)
+def planned_faults(config: Config) -> int:
+    return (
+        max(config.preemptions, 2 * config.min_each)
+        + config.freezes
+        + config.postgres_restarts
+        + (config.redis_restarts)
+    )
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -390,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=2_000)
     parser.add_argument("--helpers", type=int, default=5, help="extra bulk_worker runs splitting the files")
     parser.add_argument("--min-each", type=int, default=0, help="at least this many notices and as many hard kills")
+    parser.add_argument("--freezes", type=int, default=Config.freezes, help="nodes paused past the visibility timeout")
+    parser.add_argument("--postgres-restarts", type=int, default=Config.postgres_restarts)
+    parser.add_argument("--redis-restarts", type=int, default=Config.redis_restarts, help="SIGKILL, then start")
+    parser.add_argument("--freeze-seconds", type=float, default=Config.freeze_seconds)
+    parser.add_argument("--control", default=Config.control, help="the control plane container")
     parser.add_argument("--notice-seconds", type=float, default=10.0)
     parser.add_argument("--nodes", type=int, default=4, help="spot nodes to keep during the drill")
     parser.add_argument("--timeout", type=float, default=3_600.0)
@@ -400,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         api_url=args.api_url, database_url=args.database_url, redis_url=args.redis_url, records=args.records,
         files=args.files, bad_every=args.bad_every, preemptions=args.preemptions, notice_ratio=args.notice_ratio,
         seed=seed, checkpoint_every=args.checkpoint_every, helpers=args.helpers, notice_seconds=args.notice_seconds,
-        min_each=args.min_each,
+        min_each=args.min_each, freezes=args.freezes, postgres_restarts=args.postgres_restarts,
+        redis_restarts=args.redis_restarts, freeze_seconds=args.freeze_seconds, control=args.control,
         nodes=args.nodes, timeout_s=args.timeout, result=args.result,
     )  # fmt: skip
     result = Drill(config).run()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -21,7 +22,7 @@ from flows.runtime.queue import ReliableQueue
 from flows.runtime.retry import call_with_retries, is_transient
 from flows.runtime.termination import Termination
 
-from services import ledger_progress, restart_postgres, start_postgres, stop_postgres
+from services import free_port, ledger_progress, restart_postgres, start_postgres, stop_postgres, wait_for_port
 
 
 @pytest.fixture
@@ -130,3 +131,57 @@ def test_retries_stop_at_once_when_the_node_is_going_away():
     with pytest.raises(redis.ConnectionError):
         call_with_retries(flaky, term, budget_s=60, initial_s=5, max_wait_s=5)
     assert time.monotonic() - started < 10 and len(calls) == 2
+
+
+def _own_redis(port: int, folder: Path) -> subprocess.Popen:
+    """Redis as the role configures it: AOF with fsync every second."""
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+         "--appendonly", "yes", "--appendfsync", "everysec"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_redis_killed_and_restarted_between_jobs_costs_no_attempt_and_loses_nothing(postgres_url, tmp_path):
+    # Inside a job a Redis error is retried with the job; here Redis dies while the worker waits
+    # for its next job (claim) and comes back with what it had written (AOF).
+    port = free_port()
+    server = _own_redis(port, tmp_path)
+    wait_for_port(port)
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    manifest = generate(40_000, 9, tmp_path, files=2, bad_every=250)
+    first, second = plan([str(tmp_path / name) for name in manifest["sources"]])
+    ledger = open_database(postgres_url)
+    ReliableQueue(redis_url, destination=ledger.destination).enqueue(first.to_job())
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flows.bulk_worker", "--redis-url", redis_url, "--database-url", postgres_url,
+         "--checkpoint-every", "500", "--visibility-timeout", "5", "--idle-timeout", "15", "--max-attempts", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ((lease := ledger.get(first.id)) is not None and lease.complete):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the first job did not complete"
+            time.sleep(0.05)
+        time.sleep(0.5)  # acked; the worker waits for the next job
+        server.kill()  # SIGKILL: no shutdown save
+        server.wait()
+        time.sleep(6)
+        server = _own_redis(port, tmp_path)
+        wait_for_port(port)
+        queue = ReliableQueue(redis_url, destination=ledger.destination)
+        queue.enqueue(second.to_job())
+        out, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill()
+        server.terminate()
+    assert worker.returncode == 0, err[-3000:]
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats == {**stats, "done": 2, "failed": 0, "dead_lettered": 0}, err[-3000:]
+    assert queue.dead_letters() == []
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        rows, distinct = conn.exec_driver_sql("SELECT COUNT(*), COUNT(DISTINCT abn) FROM abn_entity").one()
+    engine.dispose()
+    assert rows == distinct == manifest["valid"]  # every record once

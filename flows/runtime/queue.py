@@ -35,8 +35,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("agency_os.queue")
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client that rides out a restart or a failover: each command is tried again on a
+    connection error (or a Redis still loading its data) with exponential backoff and jitter,
+    0.5 s doubling to 5 s, 15 times (about 40 s); TCP keepalive notices a peer that vanished.
+    Retrying a write whose answer was lost can apply it twice: the queue's effects allow it (an
+    entry added twice is one job in the ledger)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(ExponentialWithJitterBackoff(cap=5.0, base=0.5), retries=15),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
 
 DEFAULT_STREAM = "bulk:jobs"
 
@@ -235,7 +255,7 @@ class ReliableQueue:
         ]
         if problems:
             raise ValueError("queue settings: " + "; ".join(problems))
-        self.redis = redis.Redis.from_url(client, decode_responses=True) if isinstance(client, str) else client
+        self.redis = connect(client) if isinstance(client, str) else client
         self.destination = destination
         self.stream = destination_stream(destination) if destination else stream
         self.group = group

@@ -47,11 +47,13 @@ def online_workers() -> set[str]:
     return {w["name"] for w in workers if w["status"] == "ONLINE"}
 
 
-def test_the_short_drill_lost_nothing_under_notices_and_hard_kills():
+def test_the_short_drill_lost_nothing_under_notices_hard_kills_freezes_and_restarts():
     result = json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "drill-result.json").read_text())
     print(f"\nshort drill: {json.dumps(result)}")
     assert result["passed"], result
     assert result["preemptions_notice"] >= 2 and result["preemptions_hard"] >= 2
+    assert result["freezes"] >= 1 and result["postgres_restarts"] >= 1 and result["redis_restarts"] >= 1
+    assert result["dead_letters"] == 0 and result["faults_missing"] == 0
     assert result["records_db"] == result["records_valid"] and result["duplicates"] == 0
     assert result["rejects"] == result["rejects_expected"] and result["jobs_lost"] == 0
     assert result["runs_not_completed"] == 0
