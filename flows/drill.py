@@ -6,7 +6,8 @@ Run by playbooks/failover_drill.yml (`make drill`) against the embedded local de
     python -m flows.drill --api-url URL --database-url URL --redis-url URL [--records N] [--files K]
                           [--preemptions P] [--notice-ratio R] [--seed S] [--result FILE]
 
-Faults are paced over the work (fault k of N once k/(N+1) of the records are committed), in a
+Faults are paced over the work (fault k of N once k/N of three quarters of the records are
+committed), in a
 random order, while capacity replaces missing nodes (the local capacity role, as an autoscaling
 group would):
 
@@ -56,6 +57,7 @@ from flows.runtime.queue import destination_stream
 ROOT = Path(__file__).resolve().parents[1]
 NODE_LABEL = "agency-os.role=spot-node"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+FAULT_SPAN = 0.75  # faults are spread over the first three quarters of the records
 
 
 def log(message: str) -> None:
@@ -323,13 +325,15 @@ class Drill:
         return len(self.preemptions) + len(self.service_faults)
 
     def fault_while_running(self, manifest: dict) -> None:
-        """Fault k of N once k/(N+1) of the records are committed: spread over the work whatever
-        its speed. A node fault waits for a node that holds a job while another can carry on."""
+        """Fault k of N once k/N of the first FAULT_SPAN of the records are committed: spread over
+        the work whatever its speed, with the last quarter left for the faults that take a while
+        (a notice, a freeze) and for a node fault to find a node that holds a job while another
+        can carry on."""
         faults = self.plan_faults()
         total = manifest["records"]
         while self.faults_made() < len(faults) and not self.all_done(manifest):
             k = self.faults_made()
-            if self.committed() < total * (k + 1) / (len(faults) + 1):
+            if self.committed() < total * FAULT_SPAN * (k + 1) / len(faults):
                 time.sleep(0.5)
                 continue
             fault = faults[k]
