@@ -7,9 +7,8 @@ Run by playbooks/failover_drill.yml (`make drill`) against the embedded local de
                           [--preemptions P] [--notice-ratio R] [--seed S] [--result FILE]
 
 Faults are paced over the work (fault k of N once k/N of three quarters of the records are
-committed), in a
-random order, while capacity replaces missing nodes (the local capacity role, as an autoscaling
-group would):
+committed), in a random order, while capacity replaces missing nodes (the local capacity role,
+as an autoscaling group would):
 
 * `notice`: the node's metadata emulator announces a preemption, the watcher drains the worker,
   then the node shuts down;
