@@ -12,11 +12,12 @@ SCENARIOS ?= node_base prefect_worker preemption_watcher aws_spot_capacity gcp_s
 setup:            ## install everything (apt packages, dockerd, .venv, collections, node image); idempotent
 	@scripts/setup.sh
 
-lint: setup       ## yamllint, ansible-lint (production profile), ruff
+lint: setup       ## yamllint, ansible-lint (production profile), ruff, the import layers (lint-imports)
 	yamllint --strict .
 	ansible-lint
 	ruff check .
 	ruff format --check .
+	lint-imports --no-cache
 
 pytest: setup
 	pytest

@@ -6,7 +6,7 @@
 3. Records redone after SIGTERM and after SIGKILL (from the progress log the CLI writes just
    before each commit, against what the ledger committed).
 
-`--layout compact|published|both` picks the fixture layout (flows.abn_fixture --layout): each file
+`--layout compact|published|both` picks the fixture layout (agency_os_spot.abn.fixture --layout): each file
 one line, or the data.gov.au layout with one record per line. Each rate result carries the CLI's
 own figures (records/s over its run, peak RSS of the largest process, `stages`: start-up, waiting
 for parsers, write transactions, parser and writer CPU) and the whole process's wall time as the
@@ -35,19 +35,17 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from flows.abn.pipeline import produce_batches  # noqa: E402
-from flows.abn.sources import plan  # noqa: E402
-from flows.abn_fixture import generate  # noqa: E402
-from flows.runtime.ledger import normalize_url  # noqa: E402
-
-from services import ledger_progress, postgres_server  # noqa: E402
+from agency_os_spot.abn.fixture import generate  # noqa: E402
+from agency_os_spot.abn.pipeline import produce_batches  # noqa: E402
+from agency_os_spot.abn.sources import plan  # noqa: E402
+from agency_os_spot.runtime.ledger import normalize_url  # noqa: E402
+from tests.support.services import ledger_progress, postgres_server  # noqa: E402
 
 
 def ingest(sources: list[str], url: str, every: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.abn_bulk_ingestion", *sources, "--database-url", url,
+        [sys.executable, "-m", "agency_os_spot.cli", "ingest-abn", *sources, "--database-url", url,
          "--checkpoint-every", str(every), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

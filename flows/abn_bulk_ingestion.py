@@ -6,46 +6,26 @@ they write to (`bulk:jobs:<destination id>`), start `helpers` extra `bulk_worker
 nodes split the files, and consume jobs itself until every file is complete. Every file commits its checkpoint with its rows, so a preempted
 run (rescheduled) or a dead node (its job reclaimed) resumes where the ledger says.
 
-Command line (the same code path, without orchestration)::
-
-    python -m flows.abn_bulk_ingestion SOURCE... --database-url URL [--checkpoint-every N]
-
-SOURCE is a path or URL of an extract ZIP or XML file (default: the data.gov.au resources).
-A line per file goes to stderr as it completes. The last line printed is one JSON object:
-records, inserted, updated, unchanged, rejected (totals from the ledger), seconds, records_per_s,
-peak_rss_mb, records_this_run, already_complete (true when every file was complete before this
-run: nothing was done again) and `stages` (where the time went, see flows.abn.cli.stage_times).
-SIGTERM: the current batch commits with its checkpoint and the process exits with status 143;
-running the same command again resumes and finishes. The command line lives in flows.abn.cli and
-runs before this module imports Prefect (seconds of start-up).
+The same code path without orchestration is the command line `agency-os-spot ingest-abn`
+(`agency_os_spot.abn.cli`).
 """
 
 from __future__ import annotations
-
-import sys
-
-if __name__ == "__main__":
-    from flows.abn.cli import run_cli
-
-    sys.exit(run_cli())
 
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.abn.cli import SUMMARY_KEYS, open_database, peak_rss_mb, run_cli, stage_times, summarize
-from flows.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, Interrupted, ingest_file
-from flows.abn.sources import DEFAULT_SOURCES, FileJob, plan
-from flows.bulk_worker import make_context, make_queue, visibility_timeout_from_env, work_until_settled
-from flows.catalog import flow_options
-from flows.runtime import settings
-from flows.runtime.queue import ReliableQueue
-from flows.runtime.termination import termination
-
-__all__ = ["SUMMARY_KEYS", "abn_bulk_ingestion", "open_database", "peak_rss_mb", "run_cli", "stage_times", "summarize"]
-
-# -- the Prefect flow --------------------------------------------------------------------------------
+import agency_os_spot.abn.handler  # noqa: F401  (registers the abn_file job type)
+from agency_os_spot import settings
+from agency_os_spot.abn.cli import open_database, summarize
+from agency_os_spot.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, ingest_file
+from agency_os_spot.abn.sources import DEFAULT_SOURCES, FileJob, plan
+from agency_os_spot.catalog import flow_options
+from agency_os_spot.runtime.consumer import make_context, make_queue, visibility_timeout_from_env, work_until_settled
+from agency_os_spot.runtime.queue import ReliableQueue
+from agency_os_spot.runtime.termination import Interrupted, termination
 
 
 @task(retries=2, retry_delay_seconds=15)

@@ -24,9 +24,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from services import free_port, start_postgres, stop_postgres, wait_for_port  # noqa: E402
+from tests.support.services import free_port, start_postgres, stop_postgres, wait_for_port  # noqa: E402
 
 
 def start_leads_postgres() -> dict:

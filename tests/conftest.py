@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,11 +8,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from services import postgres_server, redis_server  # noqa: E402
+from tests.support.services import postgres_server, redis_server
 
 _db_names = itertools.count(1)
 

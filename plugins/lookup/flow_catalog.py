@@ -1,7 +1,7 @@
-"""Ansible lookup plugin: the validated flow catalog (flows/catalog.yml) as data.
+"""Ansible lookup plugin: the validated flow catalog (src/agency_os_spot/catalog.yml) as data.
 
 The catalog is parsed and validated by the same Python code the flows use
-(`flows.catalog.load_catalog`), so a playbook can never read a catalog the flows
+(`agency_os_spot.catalog.load_catalog`), so a playbook can never read a catalog the flows
 would refuse, and nothing restates a flow's tier, tags or pool in YAML vars.
 """
 
@@ -19,7 +19,7 @@ author: Agency OS
 version_added: "0.1.0"
 short_description: Read the validated Agency OS flow catalog
 description:
-  - Returns the flow catalog of this repository (C(flows/catalog.yml)), validated and with
+  - Returns the flow catalog of this repository (C(src/agency_os_spot/catalog.yml)), validated and with
     each tier's tags, work pool, queue and retries resolved onto its flows.
   - With a term, returns the entry of that flow (exact name or a C(prefix/*) family).
 options:
@@ -27,7 +27,7 @@ options:
     description: Optional flow name to look up. Without it, the whole catalog is returned.
     required: false
   file:
-    description: Another catalog file to read (default the packaged C(flows/catalog.yml)).
+    description: Another catalog file to read (default the packaged C(src/agency_os_spot/catalog.yml)).
     type: str
 """
 
@@ -50,11 +50,11 @@ _raw:
 
 def _import_catalog():
     try:
-        from flows import catalog  # noqa: PLC0415  (installed into the controller venv by make setup)
+        from agency_os_spot import catalog  # noqa: PLC0415  (installed into the controller venv by make setup)
     except ImportError:
         # Fall back to the repository checkout this plugin lives in.
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from flows import catalog  # noqa: PLC0415
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+        from agency_os_spot import catalog  # noqa: PLC0415
     return catalog
 
 

@@ -21,7 +21,7 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
 PAGE = 200  # the server's default maximum page size for /filter endpoints
-# Tags that say which tier and infrastructure a deployment belongs to (flows/catalog.yml tiers):
+# Tags that say which tier and infrastructure a deployment belongs to (src/agency_os_spot/catalog.yml tiers):
 # a deployment may carry only the ones of its own tier.
 DEFAULT_MANAGED_TAGS = ("tier:*", "infra:*", "interruptible")
 # Keys of an event trigger that the server stores as sets (it returns them in any order).

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: the monthly cost report (computed). A thin wrapper: the numbers are computed
-# in flows/reporting/cost.py (one source of truth, also a command line), this module only feeds it
+# in src/agency_os_spot/reporting/cost.py (one source of truth, also a command line), this module only feeds it
 # the inventory's settings and writes the files, honouring check mode.
 
 DOCUMENTATION = r"""
@@ -61,7 +61,7 @@ options:
     type: path
     required: true
   catalog_file:
-    description: Another flow catalog to read (default the packaged C(flows/catalog.yml)).
+    description: Another flow catalog to read (default the packaged C(src/agency_os_spot/catalog.yml)).
     type: path
 attributes:
   check_mode:
@@ -127,8 +127,8 @@ def main():
         supports_check_mode=True,
     )
     try:
-        from flows.catalog import CatalogError, load_catalog  # noqa: PLC0415  (the controller's venv)
-        from flows.reporting import cost  # noqa: PLC0415
+        from agency_os_spot.catalog import CatalogError, load_catalog  # noqa: PLC0415  (the controller's venv)
+        from agency_os_spot.reporting import cost  # noqa: PLC0415
     except ImportError as exc:
         module.fail_json(
             msg=f"cannot import this repository's flows package ({exc}): run the playbook with the "

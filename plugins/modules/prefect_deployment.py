@@ -13,7 +13,7 @@ description:
   - Reads the deployment with C(GET /api/deployments/name/{flow}/{name}) and compares it with the
     task. Only when something differs, resolves the flow's id with C(POST /api/flows/) (get or
     create) and upserts the deployment with C(POST /api/deployments/).
-  - Takes the body that C(python -m flows.deploy deployment NAME) prints (its keys are this
+  - Takes the body that C(python -m agency_os_spot.deploy deployment NAME) prints (its keys are this
     module's options). Options left out are not managed, except that the upsert replaces every
     schedule, so existing schedules are sent again when O(schedules) is omitted.
   - Schedules compare by meaning (cron words, interval or rrule, timezone with UTC for unset,
@@ -32,7 +32,7 @@ options:
     type: str
     required: true
   entrypoint:
-    description: Where the flow function is, e.g. V(flows.abn_bulk_ingestion:abn_bulk_ingestion).
+    description: Where the flow function is, e.g. V(agency_os_spot.flows.abn_bulk_ingestion:abn_bulk_ingestion).
     type: str
   tags:
     description: Tags of the deployment (its flow runs inherit them). The whole list is replaced.
@@ -93,7 +93,7 @@ extends_documentation_fragment:
 EXAMPLES = r"""
 - name: Render the deployment body from the flow catalog
   ansible.builtin.command:
-    argv: ["{{ ansible_playbook_python }}", -m, flows.deploy, deployment, abn_bulk_ingestion, --pool, default, --queue, default]
+    argv: ["{{ ansible_playbook_python }}", -m, agency_os_spot.deploy, deployment, abn_bulk_ingestion, --pool, default, --queue, default]
   register: body
   changed_when: false
   check_mode: false

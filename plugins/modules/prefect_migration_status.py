@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: the spot migration's status per catalog flow, read from the Prefect REST API, and the
-# gate before Railway's bulk compute goes. A thin wrapper around flows/reporting/migration.py (one
+# gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration.py (one
 # source of truth for the definitions, also a command line). Read-only.
 
 DOCUMENTATION = r"""
@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: prefect_migration_status
 short_description: Spot migration status of every catalog flow, from the Prefect REST API
 description:
-  - For each flow of the flow catalog (C(flows/catalog.yml)) reads, through the Prefect REST API,
+  - For each flow of the flow catalog (C(src/agency_os_spot/catalog.yml)) reads, through the Prefect REST API,
     the work pools of its deployments and its flow runs of the last O(days) days, and reports them
     by final state, how many were rescheduled after a preemption, how many crashed, the p95
     duration (scheduled start to end) against the flow's tolerance window, and whether the window
@@ -34,7 +34,7 @@ options:
     type: float
     default: 0
   catalog_file:
-    description: Another flow catalog to read (default the packaged C(flows/catalog.yml)).
+    description: Another flow catalog to read (default the packaged C(src/agency_os_spot/catalog.yml)).
     type: path
 attributes:
   check_mode:
@@ -102,8 +102,8 @@ def main():
         supports_check_mode=True,
     )
     try:
-        from flows.catalog import CatalogError, load_catalog  # noqa: PLC0415  (the controller's venv)
-        from flows.reporting import migration  # noqa: PLC0415
+        from agency_os_spot.catalog import CatalogError, load_catalog  # noqa: PLC0415  (the controller's venv)
+        from agency_os_spot.reporting import migration  # noqa: PLC0415
     except ImportError as exc:
         module.fail_json(
             msg=f"cannot import this repository's flows package ({exc}): run the playbook with the "

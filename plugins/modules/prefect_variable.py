@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: a Prefect Variable (a named JSON value on the server), idempotent against the REST API.
-# The cutover records where a flow runs in one (flows.catalog placement_key), so that the
+# The cutover records where a flow runs in one (agency_os_spot.catalog placement_key), so that the
 # deployment role never moves a flow back.
 
 DOCUMENTATION = r"""

@@ -1,7 +1,7 @@
 """What the role left in the (fake) Compute API, and how it behaves with --check and bad credentials.
 
 The fake records every request and stores resources the way the real API returns them (server-side
-fields added, references expanded to URLs); see tests/gcp_compute_fake.
+fields added, references expanded to URLs); see tests/support/gcp_compute_fake.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gcp_compute_fake import load_document
+from tests.support.gcp_compute_fake import load_document
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 

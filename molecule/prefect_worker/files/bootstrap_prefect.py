@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from flows.catalog import load_catalog
-from flows.deploy import bulk_base_job_template, deployment_body
+from agency_os_spot.catalog import load_catalog
+from agency_os_spot.deploy import bulk_base_job_template, deployment_body
 
 services = json.loads(Path(sys.argv[1]).read_text())
 http = httpx.Client(base_url=services["prefect_api_url"], timeout=30)

@@ -19,12 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from flows.runtime.ledger import normalize_url  # noqa: E402
-
-from prefect_harness import Prefect, start_worker, stop_worker  # noqa: E402
+from agency_os_spot.runtime.ledger import normalize_url  # noqa: E402
+from tests.support.prefect_harness import Prefect, start_worker, stop_worker  # noqa: E402
 
 UNIT = "prefect-worker.service"
 HEALTH_PORT = 18561

@@ -1,0 +1,5 @@
+import sys
+
+from tools.drill.drill import main
+
+sys.exit(main())
