@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -27,7 +26,7 @@ from agency_os_spot.abn.sources import plan
 from agency_os_spot.runtime.ledger import postgres_connect_args, session_name
 from agency_os_spot.runtime.queue import ReliableQueue
 from agency_os_spot.settings import SettingError
-from tests.support.services import ledger_progress
+from tests.support.services import consumer_process, ledger_progress
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +35,14 @@ LOCK_TIMEOUT_S = 2
 
 
 def _worker(redis_url: str, database_url: str, idle_timeout: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "AGENCY_OS_PG_LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S),
-        # far beyond the test: the takeover, not PostgreSQL's idle timeout, must free the row
-        "AGENCY_OS_PG_IDLE_IN_TRANSACTION_S": "3600",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "agency_os_spot.worker", "--redis-url", redis_url, "--database-url", database_url,
-         "--checkpoint-every", "500", "--visibility-timeout", str(VISIBILITY_S), "--idle-timeout", str(idle_timeout),
-         "--max-attempts", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    return consumer_process(
+        redis_url, database_url, "--checkpoint-every", "500", "--visibility-timeout", str(VISIBILITY_S),
+        "--idle-timeout", str(idle_timeout), "--max-attempts", "1",
+        env={
+            "AGENCY_OS_PG_LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S),
+            # far beyond the test: the takeover, not PostgreSQL's idle timeout, must free the row
+            "AGENCY_OS_PG_IDLE_IN_TRANSACTION_S": "3600",
+        },
     )  # fmt: skip
 
 

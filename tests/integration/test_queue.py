@@ -28,26 +28,11 @@ from agency_os_spot.runtime.consumer import (
 from agency_os_spot.runtime.queue import RELEASED, ReliableQueue
 from agency_os_spot.settings import SettingError
 from tests.support import ROOT
-from tests.support.services import ledger_progress
+from tests.support.services import consumer_process, ledger_progress
 
 
 def worker(redis_url: str, database_url: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agency_os_spot.worker",
-            "--redis-url",
-            redis_url,
-            "--database-url",
-            database_url,
-            *extra,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return consumer_process(redis_url, database_url, *extra)
 
 
 def test_enqueue_is_idempotent_and_ack_removes_the_job(redis_url):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from agency_os_spot.runtime.queue import ReliableQueue
 from agency_os_spot.runtime.retry import call_with_retries, is_transient
 from agency_os_spot.runtime.termination import Termination
 from tests.support.services import (
+    consumer_process,
     free_port,
     ledger_progress,
     restart_postgres,
@@ -47,10 +47,9 @@ def test_postgres_down_for_10_s_mid_ingestion_costs_no_attempt_and_loses_nothing
     [job] = plan([str(tmp_path / manifest["sources"][0])])
     queue = ReliableQueue(redis_url, destination=open_database(database_url).destination)
     queue.enqueue(job.to_job())
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agency_os_spot.worker", "--redis-url", redis_url, "--database-url", database_url,
-         "--checkpoint-every", "500", "--visibility-timeout", "5", "--idle-timeout", "3", "--max-attempts", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    worker = consumer_process(
+        redis_url, database_url, "--checkpoint-every", "500", "--visibility-timeout", "5", "--idle-timeout", "3",
+        "--max-attempts", "1",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -159,10 +158,9 @@ def test_redis_killed_and_restarted_between_jobs_costs_no_attempt_and_loses_noth
     first, second = plan([str(tmp_path / name) for name in manifest["sources"]])
     ledger = open_database(postgres_url)
     ReliableQueue(redis_url, destination=ledger.destination).enqueue(first.to_job())
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agency_os_spot.worker", "--redis-url", redis_url, "--database-url", postgres_url,
-         "--checkpoint-every", "500", "--visibility-timeout", "5", "--idle-timeout", "15", "--max-attempts", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    worker = consumer_process(
+        redis_url, postgres_url, "--checkpoint-every", "500", "--visibility-timeout", "5", "--idle-timeout", "15",
+        "--max-attempts", "1",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120

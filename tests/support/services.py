@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -146,3 +147,14 @@ def redis_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def consumer_process(
+    redis_url: str, database_url: str, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`agency-os-spot worker` (the queue's consumer) as a process of its own, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agency_os_spot.worker", "--redis-url", redis_url, "--database-url", database_url,
+         *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
