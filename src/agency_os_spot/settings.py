@@ -17,12 +17,12 @@ parameter is stored in Prefect's database and shown in the UI and API. So, insid
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+if TYPE_CHECKING:
+    from agency_os_spot.settings_model import Settings
 
 DATABASE_ENV = "AGENCY_OS_DATABASE_URL"
 REDIS_ENV = "AGENCY_OS_REDIS_URL"
@@ -79,7 +79,7 @@ def database_url(explicit: str | None = None, *, scratch: bool = False) -> str:
     flow_run = in_flow_run()
     if explicit and flow_run:
         _refuse_password("database_url", DATABASE_ENV, explicit)
-    url = explicit or os.environ.get(DATABASE_ENV) or ""
+    url = explicit or current().database_url or ""
     if not url:
         raise SettingError(
             f"{DATABASE_ENV} is not set on this node and no database_url was given: the flow has nowhere to "
@@ -97,7 +97,7 @@ def redis_url(explicit: str | None = None, *, scratch: bool = False) -> str | No
         return None
     if explicit and in_flow_run():
         _refuse_password("redis_url", REDIS_ENV, explicit)
-    return explicit or os.environ.get(REDIS_ENV) or None
+    return explicit or current().redis_url or None
 
 
 def _no_more_retries() -> None:
@@ -134,33 +134,14 @@ def resolve(
     return db, queue
 
 
-class Settings(BaseSettings):
-    """Every `AGENCY_OS_*` setting of the library, read from the environment and validated at
-    once (`current()`): the node's configuration (the prefect_worker role's environment file) or
-    the shell. The table in docs/settings.md lists them."""
-
-    model_config = SettingsConfigDict(env_prefix="AGENCY_OS_", extra="ignore")
-
-    database_url: str | None = Field(None, description="the database flow runs write to (no default in a flow run)")
-    redis_url: str | None = Field(None, description="the bulk queue's Redis")
-    queue_visibility_s: float = Field(60, gt=0, description="seconds without a heartbeat before a job is reclaimed")
-    queue_max_strikes: int = Field(5, ge=1, description="holders of a job that may die without progress")
-    transient_retry_s: float = Field(180, ge=0, description="how long a job retries a transient error in place")
-    termination_grace_s: float = Field(15, ge=0, description="how long flow code may take to its next checkpoint")
-    pg_lock_timeout_s: float = Field(
-        10, ge=1, description="PostgreSQL lock wait before a presumed-dead holder's sessions end"
-    )
-    pg_idle_in_transaction_s: float = Field(
-        60, ge=1, description="PostgreSQL ends a session idle in a transaction this long"
-    )
-    cache_dir: Path = Field(
-        default_factory=lambda: Path(tempfile.gettempdir()) / "agency-os-cache", description="downloaded sources"
-    )
-    parsers: int | None = Field(None, ge=1, description="parser processes per file (default: by file size)")
-
-
 def current() -> Settings:
-    """The settings as the environment gives them now; SettingError naming each bad variable."""
+    """Every `AGENCY_OS_*` setting as the environment gives it now (`settings_model.Settings`);
+    SettingError naming each bad variable. The model (pydantic) is imported on the first read, not
+    with this module: the ABN parser processes import the runtime and must start fast."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from agency_os_spot.settings_model import Settings  # noqa: PLC0415
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -169,16 +150,3 @@ def current() -> Settings:
             for error in exc.errors()
         )
         raise SettingError(f"invalid settings: {problems}") from None
-
-
-def postgres_lock_timeout_s() -> float:
-    """How long a ledger or store statement waits for a row lock before it gives up (a transient
-    error, retried). A job's new holder that waits this long on its predecessor's lock takes the job
-    over (see `Ledger.acquire`)."""
-    return current().pg_lock_timeout_s
-
-
-def postgres_idle_in_transaction_s() -> float:
-    """How long PostgreSQL keeps a session that sits idle inside a transaction (a frozen or cut-off
-    holder between two statements) before it ends the session and releases its locks."""
-    return current().pg_idle_in_transaction_s

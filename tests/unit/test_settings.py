@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agency_os_spot import settings
+from agency_os_spot.settings_model import Settings
 from tests.support import ROOT
 
 
@@ -71,7 +72,7 @@ def test_every_setting_is_in_the_docs_table_with_its_default():
         for line in table.splitlines()
         if "| `AGENCY_OS_" in line
     }
-    fields = settings.Settings.model_fields
+    fields = Settings.model_fields
     assert set(rows) == {f"AGENCY_OS_{name.upper()}" for name in fields}
     for name, field in fields.items():
         if field.default not in (None, ...) and not field.default_factory:

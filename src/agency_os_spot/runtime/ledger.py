@@ -153,9 +153,10 @@ _KEEPALIVE = {"idle": 30, "interval": 10, "count": 3}
 
 def postgres_connect_args(options: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """libpq parameters of every ledger/store session (see the module docstring)."""
+    current = settings.current()
     server = [
-        f"-c lock_timeout={int(settings.postgres_lock_timeout_s() * 1000)}",
-        f"-c idle_in_transaction_session_timeout={int(settings.postgres_idle_in_transaction_s() * 1000)}",
+        f"-c lock_timeout={int(current.pg_lock_timeout_s * 1000)}",
+        f"-c idle_in_transaction_session_timeout={int(current.pg_idle_in_transaction_s * 1000)}",
         *(f"-c tcp_keepalives_{k}={v}" for k, v in _KEEPALIVE.items()),
     ]
     given = [options] if isinstance(options, str) else list(options or ())

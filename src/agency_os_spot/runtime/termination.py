@@ -108,8 +108,20 @@ class Termination:
         self._previous_drain: Any = None
         self._escalating = False
         self._timer: threading.Timer | None = None
-        self.grace_s = settings.current().termination_grace_s
+        self._grace_s: float | None = None  # AGENCY_OS_TERMINATION_GRACE_S, read when first needed
         self._listeners: list[Callable[[str], None]] = []
+
+    @property
+    def grace_s(self) -> float:
+        """How long flow code may take to reach its next checkpoint after a request. Read from the
+        settings on first use, not when this module is imported (the parser processes import it)."""
+        if self._grace_s is None:
+            self._grace_s = settings.current().termination_grace_s
+        return self._grace_s
+
+    @grace_s.setter
+    def grace_s(self, value: float) -> None:
+        self._grace_s = value
 
     # -- state ---------------------------------------------------------------------------------
 
