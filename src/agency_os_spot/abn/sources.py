@@ -194,6 +194,11 @@ def fetch(url: str, cache_dir: Path | None = None, version: str | None = None) -
     that version raises SourceChanged. Without `version` (planning), the current content is fetched.
     Processes that fetch the same file wait for each other (a lock file) and share one download.
     """
+    return _fetch(url, cache_dir, version)[0]
+
+
+def _fetch(url: str, cache_dir: Path | None, version: str | None) -> tuple[Path, str | None]:
+    """`fetch`, with the version of what it returns (the validator, or the digest it computed)."""
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.parse.urlsplit(url).path).name or "download"
@@ -208,12 +213,12 @@ def fetch(url: str, cache_dir: Path | None = None, version: str | None = None) -
     with (cache_dir / f"{base.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one download per file; the others then find it cached
         if key and base.exists():
-            return base
+            return base, key
         partial = base.with_name(base.name + ".part")
         _download(url, partial, validator)
         if key and not key.startswith("sha256:"):
             partial.replace(base)
-            return base
+            return base, key
         digest = _digest(partial)
         if version and digest != version:
             partial.unlink()
@@ -222,7 +227,7 @@ def fetch(url: str, cache_dir: Path | None = None, version: str | None = None) -
             )
         target = cache_dir / f"{_url_fingerprint(url, digest)}-{name}"
         partial.replace(target)
-        return target
+        return target, digest
 
 
 def url_version(url: str, cache_dir: Path | None = None) -> tuple[str, Path | None]:
@@ -230,8 +235,8 @@ def url_version(url: str, cache_dir: Path | None = None) -> tuple[str, Path | No
     version = _remote_version(url)
     if version:
         return version, None
-    local = fetch(url, cache_dir)  # no validator: the content's digest is the version
-    return _digest(local), local
+    local, digest = _fetch(url, cache_dir, None)  # no validator: the content's digest is the version
+    return digest, local
 
 
 def _zip_members(path: Path, label: str) -> list[str]:
