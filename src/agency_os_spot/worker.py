@@ -13,11 +13,10 @@ from agency_os_spot.runtime.consumer import (
     consume,
     database_url_from_env,
     make_context,
-    max_strikes_from_env,
+    make_queue,
     redis_url_from_env,
     visibility_timeout_from_env,
 )
-from agency_os_spot.runtime.queue import ReliableQueue
 from agency_os_spot.runtime.termination import termination
 
 
@@ -42,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     termination.install()
     ctx = make_context(args.database_url, args.redis_url, args.checkpoint_every)
-    queue = ReliableQueue(
-        ctx.redis,
-        destination=ctx.ledger.destination,
-        visibility_timeout_s=args.visibility_timeout,
-        max_attempts=args.max_attempts,
-        max_strikes=max_strikes_from_env(),
-    )
+    queue = make_queue(ctx, args.visibility_timeout, max_attempts=args.max_attempts)
     stats = consume(queue, ctx, idle_timeout_s=args.idle_timeout)
     print(json.dumps(stats.as_dict()), file=sys.stdout, flush=True)
     return 0

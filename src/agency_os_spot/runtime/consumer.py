@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from typing import Any
 import redis
 
 from agency_os_spot import settings
-from agency_os_spot.runtime.ledger import Fenced, Ledger
+from agency_os_spot.runtime.ledger import Fenced, Ledger, default_owner
 from agency_os_spot.runtime.queue import Delivery, ReliableQueue, connect
 from agency_os_spot.runtime.retry import call_with_retries, is_transient
 from agency_os_spot.runtime.termination import Interrupted, Termination, termination
@@ -69,7 +67,7 @@ class WorkContext:
     redis: redis.Redis | None = None
     checkpoint_every: int | None = None  # None: each handler's own default
     term: Termination = termination
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=default_owner)  # names its database sessions too (ledger)
 
     def count_attempted(self, job_id: str, records: int) -> None:
         """Out-of-band counter of records whose processing started (committed or not): attempted
@@ -267,7 +265,8 @@ def make_context(database_url: str, redis_url: str | None, checkpoint_every: int
     return WorkContext(ledger=ledger, redis=client, checkpoint_every=checkpoint_every)
 
 
-def make_queue(ctx: WorkContext, visibility_timeout_s: float) -> ReliableQueue:
+def make_queue(ctx: WorkContext, visibility_timeout_s: float, **options: Any) -> ReliableQueue:
+    """The queue of the context's destination; `options` go to ReliableQueue (e.g. max_attempts)."""
     if ctx.redis is None:
         raise ValueError("bulk_worker needs a Redis URL (parameter redis_url or AGENCY_OS_REDIS_URL)")
     return ReliableQueue(
@@ -275,4 +274,5 @@ def make_queue(ctx: WorkContext, visibility_timeout_s: float) -> ReliableQueue:
         destination=ctx.ledger.destination,
         visibility_timeout_s=visibility_timeout_s,
         max_strikes=max_strikes_from_env(),
+        **options,
     )
