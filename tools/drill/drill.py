@@ -165,10 +165,11 @@ class Docker:
 
 class Drill:
     def __init__(self, config: Config):
-        if config.records is None:
-            config.records = max(MIN_RECORDS, RECORDS_PER_FAULT * planned_faults(config))
         self.c = config
         self.rng = random.Random(config.seed)
+        self.faults = self.plan_faults()
+        if config.records is None:
+            config.records = max(MIN_RECORDS, RECORDS_PER_FAULT * len(self.faults))
         self.http = prefect_http(config.api_url)
         self.engine = sa.create_engine(normalize_url(config.database_url), pool_pre_ping=True)
         self.redis = redis.Redis.from_url(config.redis_url, decode_responses=True)
@@ -352,7 +353,7 @@ class Drill:
         the work whatever its speed, with the last quarter left for the faults that take a while
         (a notice, a freeze) and for a node fault to find a node that holds a job while another
         can carry on."""
-        faults = self.plan_faults()
+        faults = self.faults
         total = manifest["records"]
         while self.faults_made() < len(faults) and not self.all_done(manifest):
             k = self.faults_made()
@@ -448,7 +449,7 @@ class Drill:
             "seconds": round(seconds, 1),
             "seed": self.c.seed,
         }
-        planned = planned_faults(self.c)
+        planned = len(self.faults)
         result["faults_planned"] = planned
         # Two verdicts, apart: the work (nothing lost, done twice or dead-lettered) and the plan
         # (every fault made; the work may end before a slow fault comes round).
@@ -467,15 +468,6 @@ class Drill:
         elif result["faults_missing"]:
             log(f"nothing was lost, but {result['faults_missing']} of {planned} planned faults could not be made")
         return result
-
-
-def planned_faults(config: Config) -> int:
-    return (
-        max(config.preemptions, 2 * config.min_each)
-        + config.freezes
-        + config.postgres_restarts
-        + (config.redis_restarts)
-    )
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
