@@ -8,7 +8,6 @@ import http.server
 import importlib.util
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -16,6 +15,7 @@ import pytest
 
 from agency_os_spot.runtime import prefect_rest
 from tests.support import ROOT
+from tests.support.services import http_server
 
 
 def _load_module_utils():
@@ -57,14 +57,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[Scripted
     monkeypatch.setattr(prefect_api.time, "sleep", lambda s: None)
     monkeypatch.setattr(prefect_rest.time, "sleep", lambda s: None)
     handler = type("Handler", (Scripted,), {"statuses": [], "seen": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/api", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(handler) as url:
+        yield f"{url}/api", handler
 
 
 def test_module_client_retries_busy_answers_and_resends_the_body(server) -> None:

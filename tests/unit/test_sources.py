@@ -22,6 +22,7 @@ import pytest
 
 from agency_os_spot.abn.sources import SourceChanged, SourceUnavailable, fetch, open_xml, plan
 from agency_os_spot.runtime.retry import is_transient
+from tests.support.services import http_server
 
 
 @dataclass
@@ -84,14 +85,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def server() -> Iterator[tuple[str, Publisher]]:
     publisher = Publisher()
     handler = type("H", (Handler,), {"publisher": publisher})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/20260101_Public01.xml", publisher
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(handler) as url:
+        yield f"{url}/20260101_Public01.xml", publisher
 
 
 def _content(seed: int, size: int = 1 << 20) -> bytes:
