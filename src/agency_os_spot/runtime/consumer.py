@@ -15,7 +15,6 @@ preempted is not lost:
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
@@ -155,27 +154,27 @@ def consume(
         idle_since = time.monotonic()
 
 
-def _attempt(handler: Callable[[Delivery, WorkContext], Any], delivery: Delivery, ctx: WorkContext) -> Any:
-    """One try of the handler. A retry after a transient error first checks that the job is still
-    ours: a holder that froze past the visibility timeout wakes up to an error and must not take
-    back (acquire) a job the queue has handed to another consumer."""
-    if delivery.attempts_here and not delivery.heartbeat():
-        raise Fenced(f"job {delivery.job_id}: the queue handed it to another consumer while this one was away")
-    delivery.attempts_here += 1
-    return handler(delivery, ctx)
-
-
 def _run_job(
     delivery: Delivery, handler: Callable[[Delivery, WorkContext], Any], ctx: WorkContext, stats: ConsumeStats
 ) -> None:
     """Run one delivered job to its end: ack, release (going away), abandon (taken over) or fail."""
+    tries = 0
+
+    def attempt() -> Any:
+        # A retry first checks that the job is still ours: a holder that froze past the visibility
+        # timeout wakes up to an error and must not take back (acquire) a job the queue has
+        # handed to another consumer.
+        nonlocal tries
+        if tries and not delivery.heartbeat():
+            raise Fenced(f"job {delivery.job_id}: the queue handed it to another consumer while this one was away")
+        tries += 1
+        return handler(delivery, ctx)
+
     with delivery:
         try:
             # transient errors (a database restart, a Redis blip) are retried in place with
             # backoff; the handler resumes from the ledger's checkpoint each time
-            call_with_retries(
-                functools.partial(_attempt, handler, delivery, ctx), ctx.term, what=f"job {delivery.job_id}"
-            )
+            call_with_retries(attempt, ctx.term, what=f"job {delivery.job_id}")
         except Exception as exc:
             if isinstance(exc, Interrupted) or (ctx.term.requested and is_transient(exc)):
                 delivery.release()  # going away: no attempt counted, the next node resumes it

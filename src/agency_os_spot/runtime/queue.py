@@ -108,7 +108,6 @@ class Delivery:
     entry_id: str
     job: dict[str, Any]
     reclaimed: bool = False
-    attempts_here: int = 0  # tries of the handler by this consumer (transient errors retry it)
     _done: bool = False
     _lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
