@@ -110,7 +110,7 @@ class FlowSpec:
     @property
     def placement_key(self) -> str:
         """Name of the Prefect Variable recording where this flow runs once cut over
-        (written by playbooks/cutover.yml, read by the deployment role so a redeploy keeps it)."""
+        (written by the cutover, role prefect_placement; read by the deployment role so a redeploy keeps it)."""
         slug = self.name.replace("/*", "__family").replace("/", "__")
         return f"placement__{slug}"
 

@@ -1,4 +1,4 @@
-"""playbooks/cutover.yml and rollback.yml against a real Prefect server and a real worker.
+"""cutover.yml and rollback.yml (role prefect_placement) against a real Prefect server and a real worker.
 
 Refusals change nothing; the success path moves the deployment, carries scheduled runs over,
 runs the canary on the bulk pool and records the placement; a failing canary rolls back.
@@ -33,7 +33,7 @@ def playbook(name: str, api: str, tmp_path: Path, *extra: str) -> subprocess.Com
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         ["ansible-playbook", f"{name}.yml", "-e", f"prefect_api_url={api}",  # as typed at the repository root
-         "-e", f"cutover_audit_file={tmp_path / 'audit.jsonl'}", "-e", "cutover_canary_timeout=240", *extra],
+         "-e", f"prefect_placement_audit_file={tmp_path / 'audit.jsonl'}", "-e", "prefect_placement_canary_timeout_s=240", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
 
