@@ -46,8 +46,9 @@ GCP = {
     **yaml.safe_load((ROOT / "inventories/gcp/group_vars/all/capacity.yml").read_text()),
     **yaml.safe_load((ROOT / "inventories/gcp/group_vars/all/pricing.yml").read_text()),
 }
-AWS_DEFAULTS = yaml.safe_load((ROOT / "roles/aws_spot_capacity/defaults/main.yml").read_text())
-GCP_DEFAULTS = yaml.safe_load((ROOT / "roles/gcp_spot_capacity/defaults/main.yml").read_text())
+# Given to the playbook as extra variables: a setting reaches the report through its capacity role.
+AWS_ROOT_VOLUME_GB = 37
+GCP_DISK_GB = 23
 
 pytestmark = pytest.mark.slow
 
@@ -112,9 +113,12 @@ def line(report: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def test_aws_report_numbers_come_from_moto_prices_and_configuration(moto_url: str, tmp_path: Path) -> None:
-    result = playbook(
-        "inventories/aws", extra={"cost_report_aws_endpoint_url": moto_url, "cost_report_dir": str(tmp_path)}
-    )
+    extra = {
+        "cost_report_aws_endpoint_url": moto_url,
+        "cost_report_dir": str(tmp_path),
+        "aws_spot_capacity_root_volume_size": AWS_ROOT_VOLUME_GB,
+    }
+    result = playbook("inventories/aws", extra=extra)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "cost_report_aws.json").read_text())
 
@@ -123,7 +127,7 @@ def test_aws_report_numbers_come_from_moto_prices_and_configuration(moto_url: st
     desired = AWS["aws_spot_capacity_desired_capacity"]
     railway_all, railway_staying = railway_usd()
     instances = desired * MOTO_SPOT_PRICE * hours
-    ebs = desired * AWS_DEFAULTS["aws_spot_capacity_root_volume_size"] * AWS["aws_ebs_usd_per_gb_month"]["gp3"]["value"]
+    ebs = desired * AWS_ROOT_VOLUME_GB * AWS["aws_ebs_usd_per_gb_month"]["gp3"]["value"]
     ipv4 = desired * AWS["aws_public_ipv4_usd_per_hour"]["value"] * hours
     assert railway_all == pytest.approx(80.0)  # the plan's bill, which the placeholder usage reproduces
     assert line(report, "Railway: realtime")["proposed"]["usd"] == pytest.approx(railway_staying)
@@ -158,9 +162,7 @@ def test_aws_report_numbers_come_from_moto_prices_and_configuration(moto_url: st
     assert (tmp_path / "cost_report_aws.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     # A second run the same day changes nothing.
-    again = playbook(
-        "inventories/aws", extra={"cost_report_aws_endpoint_url": moto_url, "cost_report_dir": str(tmp_path)}
-    )
+    again = playbook("inventories/aws", extra=extra)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "changed=0" in again.stdout
 
@@ -230,16 +232,16 @@ def test_spot_price_cap_below_every_pool_is_refused(moto_url: str, tmp_path: Pat
 
 
 def test_gcp_report_from_configured_prices(tmp_path: Path) -> None:
-    result = playbook("inventories/gcp", extra={"cost_report_dir": str(tmp_path)})
+    result = playbook(
+        "inventories/gcp", extra={"cost_report_dir": str(tmp_path), "gcp_spot_capacity_disk_size_gb": GCP_DISK_GB}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "cost_report_gcp.json").read_text())
     hours = SETTINGS["cost_report_hours_per_month"]
     size = GCP["gcp_spot_capacity_target_size"]
     machine = GCP["gcp_spot_capacity_machine_type"]
     vms = size * GCP["gcp_spot_usd_per_hour"][machine]["value"] * hours
-    disks = (
-        size * GCP_DEFAULTS["gcp_spot_capacity_disk_size_gb"] * GCP["gcp_disk_usd_per_gb_month"]["pd-balanced"]["value"]
-    )
+    disks = size * GCP_DISK_GB * GCP["gcp_disk_usd_per_gb_month"]["pd-balanced"]["value"]
     nat = size * GCP["gcp_cloud_nat_usd_per_vm_hour"]["value"] * hours  # external_ip false: Cloud NAT
     railway_all, railway_staying = railway_usd()
     assert line(report, "GCP Spot: VMs")["proposed"]["usd"] == pytest.approx(vms, abs=1e-4)
