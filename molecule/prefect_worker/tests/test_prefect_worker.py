@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,11 +17,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-sys.path.insert(0, str(ROOT))
+from agency_os_spot.runtime.ledger import normalize_url
+from tests.support.prefect_harness import Prefect, start_worker, stop_worker
 
-from agency_os_spot.runtime.ledger import normalize_url  # noqa: E402
-from tests.support.prefect_harness import Prefect, start_worker, stop_worker  # noqa: E402
+ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 
 UNIT = "prefect-worker.service"
 HEALTH_PORT = 18561
