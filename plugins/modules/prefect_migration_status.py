@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: the spot migration's status per catalog flow, read from the Prefect REST API, and the
-# gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration.py (one
+# gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration/ (one
 # source of truth for the definitions, also a command line). Read-only.
 
 DOCUMENTATION = r"""
