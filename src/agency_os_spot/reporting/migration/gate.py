@@ -7,7 +7,7 @@ from typing import Any
 from agency_os_spot.catalog import Catalog
 from agency_os_spot.reporting.migration.inputs import PrefectAPI
 from agency_os_spot.reporting.migration.status import StatusReport
-from agency_os_spot.reporting.migration.times import iso_time, parse_time, show_time
+from agency_os_spot.reporting.migration.times import iso_time, parse_time, show_time, utc
 
 
 def decommission_gate(api: PrefectAPI, catalog: Catalog, report: StatusReport, days: float) -> dict[str, Any]:
@@ -15,8 +15,7 @@ def decommission_gate(api: PrefectAPI, catalog: Catalog, report: StatusReport, d
     (its deployments are in the bulk pool), has completed runs in that pool spanning `days` days,
     missed no window over the last `days` days and has no runs waiting in another pool."""
     spot_pool = catalog.spot_pool
-    completed = {"state": {"type": {"any_": ["COMPLETED"]}}}
-    in_spot_pool = {"work_pools": {"name": {"any_": [spot_pool]}}}
+    completed_on_spot: dict[str, Any] = {"states": ["COMPLETED"], "work_pool": spot_pool}
     blockers: list[str] = []
     evidence: list[dict[str, Any]] = []
     bulk = [s for s in report.flows if s.tier == "bulk"]
@@ -35,17 +34,17 @@ def decommission_gate(api: PrefectAPI, catalog: Catalog, report: StatusReport, d
                 f"{s.name}: not cut over: deployment(s) {names} not in the bulk pool '{spot_pool}'; move them "
                 "(change the deployment definition and redeploy, so a later deploy does not move them back)"
             )
-        first = api.first_run(s.flow_ids, completed, "START_TIME_ASC", **in_spot_pool)
-        last = api.first_run(s.flow_ids, completed, "END_TIME_DESC", **in_spot_pool)
-        count = api.count_runs(s.flow_ids, completed, **in_spot_pool)
+        first = api.first_run(s.flow_ids, "START_TIME_ASC", **completed_on_spot)
+        last = api.first_run(s.flow_ids, "END_TIME_DESC", **completed_on_spot)
+        count = api.count_runs(s.flow_ids, **completed_on_spot)
         item: dict[str, Any] = {"flow": s.name, "completed_in_spot_pool": count, "first": None, "last": None}
         if not first or not last:
             blockers.append(
                 f"{s.name}: no completed run in '{spot_pool}' yet; it needs completed runs there spanning {days:g} days"
             )
         else:
-            start = parse_time(first.get("start_time")) or parse_time(first.get("expected_start_time"))
-            end = parse_time(last.get("end_time"))
+            start = utc(first.start_time) or utc(first.expected_start_time)
+            end = utc(last.end_time)
             span = (end - start).total_seconds() / 86400 if start and end else 0.0
             item.update(first=iso_time(start), last=iso_time(end), span_days=round(span, 2))
             if span < days:
@@ -56,13 +55,13 @@ def decommission_gate(api: PrefectAPI, catalog: Catalog, report: StatusReport, d
         evidence.append(item)
         if s.window_held is False:
             blockers.append(f"{s.name}: missed its window in the last {days:g} days: {'; '.join(s.missed)}")
-        waiting = api.flow_runs(s.flow_ids, {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}})
-        stranded = [r for r in waiting if r.get("work_pool_name") and r["work_pool_name"] != spot_pool]
+        waiting = api.flow_runs(s.flow_ids, states=["SCHEDULED", "PENDING"])
+        stranded = [r for r in waiting if r.work_pool_name and r.work_pool_name != spot_pool]
         if stranded:
-            pools = ", ".join(sorted({r["work_pool_name"] for r in stranded}))
+            pools = ", ".join(sorted({r.work_pool_name for r in stranded}))
             blockers.append(
                 f"{s.name}: {len(stranded)} scheduled run(s) still wait in pool(s) {pools} (created before the "
-                f"cutover: {', '.join(r['name'] for r in stranded[:5])}{', ...' if len(stranded) > 5 else ''}); "
+                f"cutover: {', '.join(r.name for r in stranded[:5])}{', ...' if len(stranded) > 5 else ''}); "
                 "delete them or recreate them in the bulk pool"
             )
 

@@ -27,11 +27,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from agency_os_spot.catalog import Catalog, FlowSpec
 from agency_os_spot.reporting.migration.inputs import PrefectAPI
-from agency_os_spot.reporting.migration.times import format_duration, iso_time, parse_time, show_time
+from agency_os_spot.reporting.migration.times import format_duration, iso_time, show_time, utc
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
 
 FINAL_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 UNFINISHED_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
@@ -47,7 +51,7 @@ def p95(values: list[float]) -> float | None:
 
 @dataclass
 class RunFacts:
-    id: str
+    id: UUID
     name: str
     flow: str
     deployment: str | None
@@ -83,12 +87,12 @@ class RunFacts:
             or (self.state_type in ("SCHEDULED", "PENDING") and self.start is not None)
         )
 
-    def read_history(self, states: list[dict[str, Any]]) -> None:
+    def read_history(self, states: list[State]) -> None:
         previous = None
-        for state in sorted(states, key=lambda s: s["timestamp"]):
-            kind = state["type"]
+        for state in sorted(states, key=lambda s: s.timestamp):
+            kind = state.type.value
             if kind == "SCHEDULED" and previous is not None:
-                if previous == "CRASHED" or (previous == "RUNNING" and not state.get("message")):
+                if previous == "CRASHED" or (previous == "RUNNING" and not state.message):
                     self.reschedules += 1
                 elif previous == "RUNNING":
                     self.failure_retries += 1
@@ -123,7 +127,7 @@ class FlowStatus:
     overdue: list[str] = field(default_factory=list)
     window_held: bool | None = None
     missed: list[str] = field(default_factory=list)
-    flow_ids: list[str] = field(default_factory=list)
+    flow_ids: list[UUID] = field(default_factory=list)
 
     @property
     def pools(self) -> list[str]:
@@ -196,20 +200,20 @@ def catalog_entry(catalog: Catalog, flow_name: str) -> FlowSpec | None:
     return None
 
 
-def _run_facts(run: dict[str, Any], flow_names: dict[str, str], deployments: dict[str, Deployment]) -> RunFacts:
-    deployment = deployments.get(run.get("deployment_id") or "")
+def _run_facts(run: FlowRun, flow_names: dict[UUID, str], deployments: dict[UUID, Deployment]) -> RunFacts:
+    deployment = deployments.get(run.deployment_id) if run.deployment_id else None
     return RunFacts(
-        id=run["id"],
-        name=run["name"],
-        flow=flow_names.get(run["flow_id"], run["flow_id"]),
+        id=run.id,
+        name=run.name,
+        flow=flow_names.get(run.flow_id, str(run.flow_id)),
         deployment=deployment.name if deployment else None,
-        pool=run.get("work_pool_name"),
-        state_type=run.get("state_type") or "UNKNOWN",
-        state_name=run.get("state_name") or "",
-        expected_start=parse_time(run.get("expected_start_time")),
-        start=parse_time(run.get("start_time")),
-        end=parse_time(run.get("end_time")),
-        run_count=int(run.get("run_count") or 0),
+        pool=run.work_pool_name,
+        state_type=run.state_type.value if run.state_type else "UNKNOWN",
+        state_name=run.state_name or "",
+        expected_start=utc(run.expected_start_time),
+        start=utc(run.start_time),
+        end=utc(run.end_time),
+        run_count=run.run_count or 0,
     )
 
 
@@ -227,41 +231,39 @@ def collect_status(api: PrefectAPI, catalog: Catalog, days: float = 7, now: dt.d
         )
         for spec in catalog.flows
     }
-    flow_names: dict[str, str] = {}
-    entry_of_flow: dict[str, str] = {}
+    flow_names: dict[UUID, str] = {}
+    entry_of_flow: dict[UUID, str] = {}
     unknown: list[str] = []
     for flow in api.flows():
-        spec = catalog_entry(catalog, flow["name"])
+        spec = catalog_entry(catalog, flow.name)
         if spec is None:
-            unknown.append(flow["name"])
+            unknown.append(flow.name)
             continue
-        flow_names[flow["id"]] = flow["name"]
-        entry_of_flow[flow["id"]] = spec.name
-        statuses[spec.name].prefect_flows.append(flow["name"])
-        statuses[spec.name].flow_ids.append(flow["id"])
+        flow_names[flow.id] = flow.name
+        entry_of_flow[flow.id] = spec.name
+        statuses[spec.name].prefect_flows.append(flow.name)
+        statuses[spec.name].flow_ids.append(flow.id)
 
-    deployments: dict[str, Deployment] = {}
+    deployments: dict[UUID, Deployment] = {}
     for item in api.deployments(list(flow_names)):
         deployment = Deployment(
-            name=f"{flow_names[item['flow_id']]}/{item['name']}",
-            pool=item.get("work_pool_name"),
-            queue=item.get("work_queue_name"),
-            paused=bool(item.get("paused")),
+            name=f"{flow_names[item.flow_id]}/{item.name}",
+            pool=item.work_pool_name,
+            queue=item.work_queue_name,
+            paused=bool(item.paused),
         )
-        deployments[item["id"]] = deployment
-        statuses[entry_of_flow[item["flow_id"]]].deployments.append(deployment)
+        deployments[item.id] = deployment
+        statuses[entry_of_flow[item.flow_id]].deployments.append(deployment)
 
     ids = list(flow_names)
-    window = {"expected_start_time": {"after_": iso_time(since), "before_": iso_time(now)}}
-    overdue = {"expected_start_time": {"before_": iso_time(since)}, "state": {"type": {"any_": list(UNFINISHED_TYPES)}}}
-    raw = {r["id"]: r for r in api.flow_runs(ids, window)}
-    raw.update({r["id"]: r for r in api.flow_runs(ids, overdue)})
+    runs = {r.id: r for r in api.flow_runs(ids, expected_after=since, expected_before=now)}
+    runs.update({r.id: r for r in api.flow_runs(ids, states=UNFINISHED_TYPES, expected_before=since)})
 
-    for run in raw.values():
+    for run in runs.values():
         facts = _run_facts(run, flow_names, deployments)
         if facts.needs_history:
             facts.read_history(api.states(facts.id))
-        status = statuses[entry_of_flow[run["flow_id"]]]
+        status = statuses[entry_of_flow[run.flow_id]]
         status.runs += 1
         bucket = facts.state_type.lower() if facts.state_type in FINAL_TYPES else "unfinished"
         status.by_state[bucket] = status.by_state.get(bucket, 0) + 1

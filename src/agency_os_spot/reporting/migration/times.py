@@ -12,6 +12,11 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read through Prefect's client as a plain datetime in UTC, or None."""
+    return dt.datetime.fromisoformat(value.isoformat()).astimezone(dt.UTC) if value else None
+
+
 def iso_time(value: dt.datetime | None) -> str | None:
     """A time for machines, in UTC: 2026-11-28T03:00:00Z."""
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
