@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: the monthly cost report (computed). A thin wrapper: the numbers are computed
-# in src/agency_os_spot/reporting/cost.py (one source of truth, also a command line), this module only feeds it
+# in src/agency_os_spot/reporting/cost/ (one source of truth, also a command line), this module only feeds it
 # the inventory's settings and writes the files, honouring check mode.
 
 DOCUMENTATION = r"""

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Agency OS: the spot migration's status per catalog flow, read from the Prefect REST API, and the
-# gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration.py (one
+# gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration/ (one
 # source of truth for the definitions, also a command line). Read-only.
 
 DOCUMENTATION = r"""
@@ -116,18 +116,16 @@ def main():
         catalog = load_catalog(params["catalog_file"])
     except CatalogError as exc:
         module.fail_json(msg=f"flow catalog is invalid: {exc}")
-    api = migration.PrefectAPI(
-        params["api_url"], params["api_key"] or None, params["timeout"], params["validate_certs"]
-    )
     try:
-        report = migration.collect_status(api, catalog, params["days"])
-        gate = None
-        if params["decommission_days"]:
-            gate = migration.decommission_gate(api, catalog, report, params["decommission_days"])
+        with migration.PrefectAPI(
+            params["api_url"], params["api_key"] or None, params["timeout"], params["validate_certs"]
+        ) as api:
+            report = migration.collect_status(api, catalog, params["days"])
+            gate = None
+            if params["decommission_days"]:
+                gate = migration.decommission_gate(api, catalog, report, params["decommission_days"])
     except migration.PrefectAPIError as exc:
         module.fail_json(msg=str(exc))
-    finally:
-        api.close()
     data = report.as_dict()
     result = {
         "changed": False,

@@ -33,9 +33,9 @@ import pytest
 
 from agency_os_spot.catalog import load_catalog
 from agency_os_spot.deploy import bulk_base_job_template, default_process_template
-from agency_os_spot.runtime.prefect_rest import prefect_http
 from tests.support import ROOT
 from tests.support.prefect_harness import VENV_BIN, prefect_server
+from tests.support.prefect_rest import prefect_http
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from agency_os_spot.runtime.prefect_rest import prefect_http
 from tests.support.prefect_harness import prefect_server
 from tests.support.prefect_history import History, ansible_playbook, hours, minutes, steps
+from tests.support.prefect_rest import prefect_http
 
 pytestmark = pytest.mark.slow
 SECONDS = dt.timedelta(seconds=1)

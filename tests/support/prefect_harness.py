@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agency_os_spot.runtime.prefect_rest import prefect_http
+from tests.support.prefect_rest import prefect_http
 from tests.support.services import free_port
 
 VENV_BIN = Path(sys.executable).parent

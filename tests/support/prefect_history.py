@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agency_os_spot.runtime.prefect_rest import prefect_http
 from tests.support import ROOT
+from tests.support.prefect_rest import prefect_http
 
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

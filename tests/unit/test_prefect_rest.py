@@ -13,8 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from agency_os_spot.runtime import prefect_rest
-from tests.support import ROOT
+from tests.support import ROOT, prefect_rest
 from tests.support.services import http_server
 
 

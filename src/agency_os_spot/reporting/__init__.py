@@ -2,5 +2,5 @@
 
 Controller-side code: the playbooks `cost_report.yml`, `migration_status.yml` and
 `decommission_railway_bulk.yml` call it through the repo modules in plugins/modules, and each
-module has a command line (`python -m agency_os_spot.reporting.cost`, `python -m agency_os_spot.reporting.migration`).
+package has a command line (`python -m agency_os_spot.reporting.cost`, `python -m agency_os_spot.reporting.migration`).
 """

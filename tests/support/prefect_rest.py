@@ -3,7 +3,7 @@
 The Prefect server answers 503 when a request failed on an error a client may retry (with SQLite,
 "database is locked" while another writer commits), and proxies or Prefect Cloud answer 429, 502
 or 408. Prefect's own client retries exactly these codes with exponential backoff, honouring
-`Retry-After`; the reports and the tests talk to the same API, so they do the same.
+`Retry-After`; the tests talk to the same API, so they do the same.
 """
 
 from __future__ import annotations
