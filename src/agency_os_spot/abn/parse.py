@@ -36,6 +36,7 @@ _CHECKSUM_OFFSET = ord("0") * sum(WEIGHTS) + 10
 
 BLOCK_SIZE = 1 << 20
 _END = b"</ABR>"
+_START = b"<ABR"  # no other element of the extract starts so
 
 # Column order of the abn_entity table (the writers rely on it).
 COLUMNS = (
@@ -534,18 +535,24 @@ def parse_record(index: int, raw: bytes) -> Record | Reject:
         return Reject(index=index, abn=exc.abn, reason=exc.reason)
 
 
-def iter_raw_blocks(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator[list[bytes]]:
+def iter_raw_blocks(
+    stream: IO[bytes], block_size: int = BLOCK_SIZE, *, head: bool = True, tail: bool = True
+) -> Iterator[list[bytes]]:
     """Yield the ABR elements of an extract a block at a time (`block_size` bytes read at once),
-    each as its bytes up to but without the closing `</ABR>` (no copy per record)."""
+    each as its bytes up to but without the closing `</ABR>` (no copy per record).
+
+    `head`/`tail` say whether the stream holds the file's start (checked for the `<Transfer>`
+    root) and its end (checked for `</Transfer>`: a truncated file is refused); a `RecordRange`
+    that starts or ends inside the file holds records only, and must end with a whole record."""
     buffer = b""
-    started = False
+    started = not head
     while True:
         block = stream.read(block_size)
         if not block:
             break
         buffer += block
         if not started:
-            start = buffer.find(b"<ABR")
+            start = buffer.find(_START)
             if start < 0:
                 if len(buffer) > 1 << 20:
                     raise ExtractFormatError("no <ABR> record in the first MiB: not an ABN Bulk Extract file")
@@ -560,15 +567,98 @@ def iter_raw_blocks(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator
         pieces = buffer[:cut].split(_END)
         buffer = buffer[cut + len(_END) :]
         yield pieces
-    tail = buffer.strip()
+    rest = buffer.strip()
     if not started:
-        if b"<Transfer" in tail:
-            return  # an extract file with no records
+        if b"<Transfer" in rest:
+            return  # an extract file (or the start of one) with no records
         raise ExtractFormatError("no <ABR> record and no <Transfer> root: not an ABN Bulk Extract file")
-    if tail != b"</Transfer>":
+    # A range ends before another record, or at the file's end; one that starts inside the file
+    # after its last record holds nothing.
+    if not tail or (not head and not rest):
+        if rest not in (b"", b"</Transfer>"):
+            raise ExtractFormatError(f"a record without its </ABR> before the next record: {rest[:60]!r}")
+        return
+    if rest != b"</Transfer>":
         raise ExtractFormatError(
-            f"file does not end with </Transfer> after the last record (truncated?): {tail[:60]!r}"
+            f"file does not end with </Transfer> after the last record (truncated?): {rest[:60]!r}"
         )
+
+
+class RecordRange:
+    """The records of an extract stream whose `<ABR>` starts at a byte offset in [start, end)
+    (`end` None: to the end of the file), as a stream for `iter_raw_blocks(head=..., tail=...)`.
+
+    A job that covers part of a large file reads its bytes through this. The bytes before `start`
+    are read once and only counted (the number of `</ABR>` before the range's first record is that
+    record's index in the file, so progress and rejects keep file-wide indices); reading stops right
+    before the first record that starts at or after `end`. Ranges that tile a file, [0, b1),
+    [b1, b2), ..., [bn, None), hold each of its records exactly once, whatever the boundaries."""
+
+    def __init__(self, stream: IO[bytes], start: int = 0, end: int | None = None, block_size: int = BLOCK_SIZE):
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"bad byte range [{start}, {end})")
+        self._stream, self._end, self._block_size = stream, end, block_size
+        self.head = start == 0  # holds the file's <Transfer> start
+        self.tail = end is None  # runs to the file's end
+        self.first_index = 0  # index in the file of the range's first record
+        self._buf = b""
+        self._pos = 0  # offset in the file of self._buf[0]
+        self._done = False  # self._buf holds all that is left of the range
+        if start:
+            self._skip_to_first(start)
+
+    def _skip_to_first(self, start: int) -> None:
+        count = 0
+        while True:
+            rel = start - self._pos
+            found = self._buf.find(_START, max(rel, 0)) if rel < len(self._buf) else -1
+            if found >= 0:
+                self.first_index = count + self._buf.count(_END, 0, found)
+                self._pos += found
+                self._buf = self._buf[found:]
+                if self._end is not None and self._pos >= self._end:  # no record starts in the range
+                    self._buf, self._done = b"", True
+                else:
+                    self._cut_at_end(1)
+                return
+            # All of the buffer lies before the range's first record. Keep a few bytes: a tag cut by
+            # the read is found once the next block is appended (they hold no whole `</ABR>`).
+            count += self._buf.count(_END)
+            keep = min(len(self._buf), len(_END) - 1)
+            self._pos += len(self._buf) - keep
+            self._buf = self._buf[len(self._buf) - keep :]
+            block = self._stream.read(self._block_size)
+            if not block:
+                self.first_index, self._buf, self._done = count, b"", True
+                return
+            self._buf += block
+
+    def _cut_at_end(self, searched: int) -> None:
+        """Cut the buffer before the first record that starts at or after the range's end, if the
+        buffer reaches it (positions before `searched` were looked at already)."""
+        if self._end is not None and self._pos + len(self._buf) > self._end:
+            found = self._buf.find(_START, max(self._end - self._pos, searched))
+            if found >= 0:
+                self._buf, self._done = self._buf[:found], True
+
+    def _fill(self) -> None:
+        searched = max(len(self._buf) - len(_START) + 1, 0)
+        block = self._stream.read(self._block_size)
+        if not block:
+            self._done = True
+            return
+        self._buf += block
+        self._cut_at_end(searched)
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._block_size if size is None or size < 0 else size
+        while not self._done and len(self._buf) < size + len(_START):
+            self._fill()
+        # Until the range's end is found, the last bytes could begin the next range's first record.
+        n = min(size, len(self._buf) if self._done else len(self._buf) - len(_START) + 1)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        self._pos += n
+        return out
 
 
 def iter_raw_records(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
