@@ -1,7 +1,7 @@
 """`abn_bulk_ingestion`: load the ABN Bulk Extract into `abn_entity`, spot-safe.
 
 As a Prefect flow (deployment from the catalog, pool `bulk-processing`): plan one job per XML
-file, then either ingest them in this run (no Redis) or put them on the queue of the database
+file (per chunk of `chunk_mib` MiB of a larger one), then either ingest them in this run (no Redis) or put them on the queue of the database
 they write to (`bulk:jobs:<destination id>`), start `helpers` extra `bulk_worker` runs so several
 nodes split the files, and consume jobs itself until every file is complete. Every file commits its checkpoint with its rows, so a preempted
 run (rescheduled) or a dead node (its job reclaimed) resumes where the ledger says.
@@ -21,7 +21,7 @@ import agency_os_spot.abn.handler  # noqa: F401  (registers the abn_file job typ
 from agency_os_spot import settings
 from agency_os_spot.abn.cli import open_database, summarize
 from agency_os_spot.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, ingest_file
-from agency_os_spot.abn.sources import DEFAULT_SOURCES, FileJob, plan
+from agency_os_spot.abn.sources import DEFAULT_CHUNK_MIB, DEFAULT_SOURCES, FileJob, plan
 from agency_os_spot.catalog import flow_options
 from agency_os_spot.runtime.consumer import make_context, make_queue, visibility_timeout_from_env, work_until_settled
 from agency_os_spot.runtime.queue import ReliableQueue
@@ -29,9 +29,10 @@ from agency_os_spot.runtime.termination import Interrupted, termination
 
 
 @task(retries=2, retry_delay_seconds=15)
-def plan_files(sources: list[str] | None) -> list[dict[str, Any]]:
-    """One job per XML file of the sources (HEAD requests / downloads: retried on I/O errors)."""
-    return [job.to_job() for job in plan(sources or list(DEFAULT_SOURCES))]
+def plan_files(sources: list[str] | None, chunk_mib: float) -> list[dict[str, Any]]:
+    """One job per XML file of the sources, or per chunk of a large one (HEAD requests /
+    downloads: retried on I/O errors)."""
+    return [job.to_job() for job in plan(sources or list(DEFAULT_SOURCES), chunk_mib=chunk_mib)]
 
 
 @task
@@ -77,6 +78,7 @@ def abn_bulk_ingestion(
     visibility_timeout_s: float | None = None,
     scratch: bool = False,
     deadline_hours: float | None = 24.0,
+    chunk_mib: float = DEFAULT_CHUNK_MIB,
 ) -> dict[str, Any]:
     """Ingest the ABN Bulk Extract (default: the data.gov.au resources) into `abn_entity`.
 
@@ -90,8 +92,8 @@ def abn_bulk_ingestion(
     given = {"database_url": database_url, "redis_url": redis_url}
     database_url, redis_url = settings.resolve(database_url, redis_url, scratch=scratch)
     with term.guard():
-        jobs = plan_files(sources)
-        logger.info("%d files to ingest", len(jobs))
+        jobs = plan_files(sources, chunk_mib)
+        logger.info("%d jobs to ingest (files split in chunks of %s MiB)", len(jobs), chunk_mib)
         if redis_url:
             ctx = make_context(database_url, redis_url, checkpoint_every)
             queue = make_queue(ctx, visibility_timeout_s or visibility_timeout_from_env())

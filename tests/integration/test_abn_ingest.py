@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -89,7 +90,7 @@ def test_cli_ingests_counts_and_reingest_changes_nothing(database_url, extract):
     assert (summary["updated"], summary["unchanged"]) == (0, 0)
     assert summary["records_per_s"] > 0 and 0 < summary["peak_rss_mb"] <= 256
     assert summary["already_complete"] is False and summary["records_this_run"] == manifest["records"]
-    assert f"file 1/{len(sources)}" in stderr  # progress as it goes
+    assert f"job 1/{len(sources)}" in stderr  # progress as it goes
     assert set(summary) >= {
         "records",
         "inserted",
@@ -576,3 +577,54 @@ def test_a_handler_asked_to_stop_starts_no_download_and_gives_the_job_back(sqlit
         ingest_file(job, ledger, term=term)  # the URL is unreachable: reaching it would raise another error
     lease = ledger.get(job.id)
     assert (lease.status, lease.progress) == ("pending", 0)
+
+
+def _rows_and_rejects(ledger: Ledger) -> tuple[list[tuple], list[tuple]]:
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(sa.select(abn_entity.c.abn, abn_entity.c.entity_name).order_by(abn_entity.c.abn)).all()
+        rejects = conn.execute(
+            sa.select(abn_reject.c.source_file, abn_reject.c.record_index, abn_reject.c.reason).order_by(
+                abn_reject.c.record_index
+            )
+        ).all()
+    return [tuple(r) for r in rows], [tuple(r) for r in rejects]
+
+
+@pytest.mark.parametrize("layout", ["compact", "published"])
+def test_a_file_split_into_byte_ranges_stores_what_the_whole_file_stores(database_url, tmp_path, layout):
+    manifest = generate(3000, 11, tmp_path / "x", files=1, bad_every=37, layout=layout)
+    source = str(tmp_path / "x" / manifest["sources"][0])
+    size = Path(source).stat().st_size
+    jobs = plan([source], chunk_mib=(size / 5 + 1) / (1 << 20))
+    assert len(jobs) == 5 and len({j.id for j in jobs}) == 5
+    assert jobs[0].byte_start == 0 and jobs[-1].byte_end is None
+    assert [j.byte_end for j in jobs[:-1]] == [j.byte_start for j in jobs[1:]]  # they tile the file
+    ledger = open_database(database_url)
+    # In any order, as workers would take them; one range interrupted after its first batch and resumed.
+    term = Termination()
+    with pytest.raises(Interrupted):
+        ingest_file(jobs[2], ledger, checkpoint_every=100, after_commit=lambda *_: term.request("test"), term=term)
+    results = [ingest_file(job, ledger, checkpoint_every=100) for job in (jobs[4], jobs[2], jobs[0], jobs[3], jobs[1])]
+    assert sum(r["records"] for r in results) == 3000
+    assert results[1]["records_this_run"] == results[1]["records"] - 100  # nothing redone after the interruption
+
+    whole = open_database(f"sqlite:///{tmp_path / 'whole.db'}")
+    [job] = plan([source])
+    assert job.whole_file
+    ingest_file(job, whole, checkpoint_every=100)
+    assert _rows_and_rejects(ledger) == _rows_and_rejects(whole)
+    rows, rejects = _rows_and_rejects(ledger)
+    assert len(rows) == manifest["valid"] and len(rejects) == manifest["bad"]
+    assert [index for _, index, _ in rejects] == list(range(36, 3000, 37))  # file-wide indices
+
+
+def test_zip_members_and_urls_are_split_by_their_sizes(tmp_path):
+    manifest = generate(2000, 5, tmp_path, files=2, use_zip=True)
+    archive = str(tmp_path / manifest["sources"][0])
+    with zipfile.ZipFile(archive) as zf:
+        size = zf.getinfo(manifest["files"][0]["name"]).file_size
+    jobs = plan([archive], chunk_mib=(size / 3 + 1) / (1 << 20))
+    assert [j.member for j in jobs] == [manifest["files"][0]["name"]] * 3  # one member in each archive of 2 files
+    assert jobs[-1].byte_end is None and jobs[1].byte_start == size // 3
+    with pytest.raises(ValueError, match="chunk_mib"):
+        plan([archive], chunk_mib=0)

@@ -107,5 +107,5 @@ def test_a_run_on_a_node_without_its_settings_fails_before_any_work_and_is_not_r
         state = prefect.flow_run(run)
         assert words in state["state"]["message"], state["state"]["message"]
         assert state["run_count"] == 1  # retries cannot help: the failure is final at once
-        assert "files to ingest" not in prefect.logs(run)  # nothing was planned, let alone written
+        assert "jobs to ingest" not in prefect.logs(run)  # nothing was planned, let alone written
     assert not list(tmp_path.rglob("*.db"))

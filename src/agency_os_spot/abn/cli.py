@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from agency_os_spot.abn.pipeline import DEFAULT_CHECKPOINT_EVERY, ingest_file
-from agency_os_spot.abn.sources import DEFAULT_SOURCES, FileJob, SourceError, SourceUnavailable, plan
+from agency_os_spot.abn.sources import (
+    DEFAULT_CHUNK_MIB,
+    DEFAULT_SOURCES,
+    FileJob,
+    SourceError,
+    SourceUnavailable,
+    plan,
+)
 from agency_os_spot.abn.store import create_tables
 from agency_os_spot.runtime.ledger import Ledger
 from agency_os_spot.runtime.termination import Interrupted, termination
@@ -44,15 +51,24 @@ def summarize(ledger: Ledger, jobs: list[FileJob]) -> dict[str, Any]:
     """Totals over the jobs, from what the ledger has committed (exact after any resume)."""
     totals = dict.fromkeys(SUMMARY_KEYS, 0)
     complete = 0
+    files, unfinished = {job.name for job in jobs}, set()
     for job in jobs:
         lease = ledger.get(job.id)
+        if lease is None or not lease.complete:
+            unfinished.add(job.name)
         if lease is None:
             continue
         source = lease.result if lease.complete else lease.state
         for key in SUMMARY_KEYS:
             totals[key] += int((source or {}).get(key, 0))
         complete += lease.complete
-    return {**totals, "files": len(jobs), "files_complete": complete}
+    return {
+        **totals,
+        "files": len(files),
+        "files_complete": len(files - unfinished),
+        "jobs": len(jobs),
+        "jobs_complete": complete,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -94,7 +110,9 @@ def stage_times(startup_s: float | None, timings: dict[str, float]) -> dict[str,
 def _open_and_plan(args: argparse.Namespace) -> tuple[Any, list[FileJob]] | int:
     """(ledger, jobs), or the exit status after a one-line message."""
     try:
-        return open_database(args.database_url), plan(args.sources or list(DEFAULT_SOURCES), args.cache_dir)
+        return open_database(args.database_url), plan(
+            args.sources or list(DEFAULT_SOURCES), args.cache_dir, chunk_mib=args.chunk_mib
+        )
     except (SourceError, ValueError) as exc:
         print(f"abn_bulk_ingestion: {exc}", file=sys.stderr)
         return 2
@@ -119,6 +137,13 @@ def run_cli(argv: list[str] | None = None) -> int:
         help=f"records per transaction/checkpoint (default {DEFAULT_CHECKPOINT_EVERY})",
     )
     parser.add_argument("--cache-dir", type=Path, help="where downloaded ZIPs are kept")
+    parser.add_argument(
+        "--chunk-mib",
+        type=float,
+        default=DEFAULT_CHUNK_MIB,
+        metavar="MIB",
+        help=f"split files larger than this into jobs of about this size (default {DEFAULT_CHUNK_MIB})",
+    )
     parser.add_argument("--no-parallel", action="store_true", help="parse in this process instead of a helper process")
     parser.add_argument(
         "--progress-log",
@@ -168,7 +193,10 @@ def run_cli(argv: list[str] | None = None) -> int:
                 timings=timings,
             )
             state = "already complete" if result.get("skipped") else f"{processed - before} records committed"
-            print(f"file {number}/{len(jobs)} {job.name}: {state} ({processed} so far)", file=sys.stderr, flush=True)
+            part = "" if job.whole_file else f" bytes {job.byte_start}-{'' if job.byte_end is None else job.byte_end}"
+            print(
+                f"job {number}/{len(jobs)} {job.name}{part}: {state} ({processed} so far)", file=sys.stderr, flush=True
+            )
     except Interrupted:
         interrupted = True
     except SourceError as exc:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agency_os_spot import settings
-from agency_os_spot.abn.parse import Record, Reject, fast_fields, iter_raw_blocks, parse_record
+from agency_os_spot.abn.parse import Record, RecordRange, Reject, fast_fields, iter_raw_blocks, parse_record
 from agency_os_spot.abn.rows import Batch, copy_from_fields, copy_lines, sqlite_rows
 from agency_os_spot.abn.sources import JOB_TYPE, FileJob, open_xml
 from agency_os_spot.runtime.termination import Interrupted, Termination, termination
@@ -89,8 +89,10 @@ def produce_batches(
     stride: int = 1,
     slot: int = 0,
 ) -> Iterator[Batch]:
-    """Parse the job's file from record `skip` on, in batches of `batch_size` records, formatted
-    for the writer: COPY text (fmt "copy", PostgreSQL) or parameter rows (fmt "rows", SQLite).
+    """Parse the job's records from record `skip` of the file on (an index in the whole file), in
+    batches of `batch_size` records, formatted for the writer: COPY text (fmt "copy", PostgreSQL)
+    or parameter rows (fmt "rows", SQLite). A job of a byte range reads only its range (its first
+    record's index is counted on the way there).
 
     With `stride` parsers on one file, this one parses batches number slot, slot+stride, ... and
     only cuts the records of the others out of the stream (cheap) without parsing them."""
@@ -118,9 +120,10 @@ def produce_batches(
         return batch
 
     pending: int | None = None  # number of the own batch being filled
-    index = 0  # index of the first record of the block
     with open_xml(job, cache_dir) as stream:
-        for block in iter_raw_blocks(stream):
+        index, blocks = _record_blocks(job, stream)  # index: of the first record of the block
+        skip = max(skip, index)
+        for block in blocks:
             size, pos = len(block), 0
             while pos < size:
                 if index + pos < skip:
@@ -150,6 +153,14 @@ def produce_batches(
             index += size
     if pending is not None:
         yield emit(skip + pending * batch_size, index)
+
+
+def _record_blocks(job: FileJob, stream: IO[bytes]) -> tuple[int, Iterator[list[bytes]]]:
+    """(the index in the file of the job's first record, the blocks of the job's records)."""
+    if job.whole_file:
+        return 0, iter_raw_blocks(stream)
+    part = RecordRange(stream, job.byte_start, job.byte_end)
+    return part.first_index, iter_raw_blocks(part, head=part.head, tail=part.tail)
 
 
 def _drop_superseded(fast: list[tuple], records: list[Record]) -> int:
@@ -319,7 +330,7 @@ SMALL_FILE_BYTES = 64 << 20
 
 def default_parsers(job: FileJob) -> int:
     """Two parser processes for a file on disk (each reads it, parses every other batch: parsing
-    is what limits the rate), one for a file smaller than SMALL_FILE_BYTES; one for a streamed URL
+    is what limits the rate), one for a file or range smaller than SMALL_FILE_BYTES; one for a streamed URL
     or a generated fixture, read only once. AGENCY_OS_PARSERS overrides it."""
     if (parsers := settings.current().parsers) is not None:
         return parsers
@@ -328,9 +339,11 @@ def default_parsers(job: FileJob) -> int:
     )
     if streamed:
         return 1
+    if job.byte_end is not None and job.byte_end - job.byte_start < SMALL_FILE_BYTES:
+        return 1
     if job.member is None:
         with contextlib.suppress(OSError):
-            if Path(job.source).stat().st_size < SMALL_FILE_BYTES:
+            if Path(job.source).stat().st_size - job.byte_start < SMALL_FILE_BYTES:
                 return 1
     return 2
 
@@ -403,6 +416,7 @@ def ingest_file(
     result = {
         "job_id": job.id,
         "file": job.name,
+        "bytes": [job.byte_start, job.byte_end],
         **done.as_dict(),
         "records_this_run": records_this_run,
         "seconds": round(time.monotonic() - started, 3),

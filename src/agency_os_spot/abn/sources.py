@@ -1,8 +1,9 @@
 """Where ABN Bulk Extract files come from: local paths or URLs of the ZIPs or XML files.
 
-`plan()` turns the sources a user gives into one job per XML file (a ZIP holds ten), with a
-stable id, so several workers can split the 20 files through the queue and a rerun resumes the
-same jobs. `open_xml()` streams one file's bytes: from disk, from inside a ZIP (never
+`plan()` turns the sources a user gives into jobs, each a byte range of one XML file (a ZIP
+holds ten; a file larger than the chunk size is split into ranges of about that size, so several
+workers share one large file and a job given back on a notice waits at most one chunk's time),
+with a stable id, so a rerun resumes the same jobs. `open_xml()` streams one file's bytes: from disk, from inside a ZIP (never
 extracted whole), or from a download kept in the cache directory (`fetch`): verified complete
 (a body cut short is resumed with Range, never cached), shared by the processes that need it, and
 bound to the content the job was planned from (ETag, Last-Modified, or the content's digest when
@@ -25,7 +26,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,6 +41,10 @@ DEFAULT_SOURCES = (
 )
 JOB_TYPE = "abn_file"
 HTTP_TIMEOUT_S = 60
+# Bytes of XML per job: ~190,000 records of the published layout. A job given back on a notice
+# is taken again by another worker within one chunk's time; each job of a file also reads the
+# bytes before its range once (to count the records there), which a smaller chunk makes cost more.
+DEFAULT_CHUNK_MIB = 128
 
 
 def default_cache_dir() -> Path:
@@ -48,7 +53,9 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class FileJob:
-    """One XML file of an extract: the unit of work on the queue and in the ledger."""
+    """The records of one XML file of an extract whose `<ABR>` starts in the bytes
+    [byte_start, byte_end) (byte_end None: to the end of the file): the unit of work on the queue
+    and in the ledger. The whole file unless it was split (`plan`)."""
 
     id: str
     source: str
@@ -56,6 +63,12 @@ class FileJob:
     name: str
     # A URL source's content when it was planned (see `fetch`): the job reads that content or none.
     version: str | None = None
+    byte_start: int = 0
+    byte_end: int | None = None
+
+    @property
+    def whole_file(self) -> bool:
+        return self.byte_start == 0 and self.byte_end is None
 
     def to_job(self) -> dict[str, Any]:
         return {"type": JOB_TYPE, **asdict(self)}
@@ -69,9 +82,13 @@ class FileJob:
                 member=job.get("member"),
                 name=str(job["name"]),
                 version=job.get("version"),
+                byte_start=int(job.get("byte_start") or 0),
+                byte_end=None if job.get("byte_end") is None else int(job["byte_end"]),
             )
         except KeyError as exc:
             raise ValueError(f"abn_file job without {exc.args[0]!r}: {job!r}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"abn_file job with a bad byte range: {job!r}") from None
 
 
 class SourceError(ValueError):
@@ -132,9 +149,15 @@ def _open(request: urllib.request.Request) -> Any:
         raise SourceUnavailable(f"cannot reach {request.full_url}: {exc}") from None
 
 
-def _remote_version(url: str) -> str | None:
+def _remote_head(url: str) -> tuple[str | None, int | None]:
+    """(the server's validator for `url`'s content, its length) from a HEAD request."""
     with _open(urllib.request.Request(url, method="HEAD")) as resp:  # noqa: S310  (_open checks the scheme)
-        return _version_of(resp.headers)
+        length = resp.headers.get("Content-Length")
+        return _version_of(resp.headers), int(length) if length and length.isdigit() else None
+
+
+def _remote_version(url: str) -> str | None:
+    return _remote_head(url)[0]
 
 
 def _digest(path: Path) -> str:
@@ -230,19 +253,41 @@ def _fetch(url: str, cache_dir: Path | None, version: str | None) -> tuple[Path,
         return target, digest
 
 
-def url_version(url: str, cache_dir: Path | None = None) -> tuple[str, Path | None]:
-    """(the version a job of `url` is bound to, the cached file if this had to download it)."""
-    version = _remote_version(url)
+def url_version(url: str, cache_dir: Path | None = None) -> tuple[str, Path | None, int | None]:
+    """(the version a job of `url` is bound to, the cached file if this had to download it, the
+    content's length when known)."""
+    version, length = _remote_head(url)
     if version:
-        return version, None
+        return version, None, length
     local, digest = _fetch(url, cache_dir, None)  # no validator: the content's digest is the version
-    return digest, local
+    return digest, local, local.stat().st_size
 
 
-def _zip_members(path: Path, label: str) -> list[str]:
+def _ranges(size: int | None, chunk_bytes: int) -> list[tuple[int, int | None]]:
+    """[start, end) byte ranges of about `chunk_bytes` that tile a file of `size` bytes (the last
+    one open-ended); one range, the whole file, when the size is unknown or within one chunk."""
+    if size is None or size <= chunk_bytes:
+        return [(0, None)]
+    count = -(-size // chunk_bytes)
+    bounds = [size * k // count for k in range(count)]
+    return [(start, end) for start, end in zip(bounds, [*bounds[1:], None], strict=True)]
+
+
+def _split(job: FileJob, size: int | None, chunk_bytes: int) -> list[FileJob]:
+    ranges = _ranges(size, chunk_bytes)
+    if len(ranges) == 1:
+        return [job]
+    return [
+        replace(job, id=f"{job.id}:bytes:{start}-{'' if end is None else end}", byte_start=start, byte_end=end)
+        for start, end in ranges
+    ]
+
+
+def _zip_members(path: Path, label: str) -> list[tuple[str, int]]:
+    """(name, uncompressed size) of each XML file in the ZIP, by name."""
     try:
         with zipfile.ZipFile(path) as zf:
-            members = sorted(n for n in zf.namelist() if n.lower().endswith(".xml"))
+            members = sorted((i.filename, i.file_size) for i in zf.infolist() if i.filename.lower().endswith(".xml"))
     except zipfile.BadZipFile:
         raise SourceError(f"{label} is not a ZIP archive") from None
     if not members:
@@ -250,8 +295,16 @@ def _zip_members(path: Path, label: str) -> list[str]:
     return members
 
 
-def plan(sources: list[str] | tuple[str, ...], cache_dir: Path | None = None) -> list[FileJob]:
-    """One FileJob per XML file of the given sources, in order."""
+def plan(
+    sources: list[str] | tuple[str, ...], cache_dir: Path | None = None, chunk_mib: float = DEFAULT_CHUNK_MIB
+) -> list[FileJob]:
+    """The jobs of the given sources, in order: one per XML file, or, for a file larger than
+    `chunk_mib` MiB whose size is known beforehand (on disk, in a ZIP, a URL's Content-Length),
+    one per range of about that size. The ids depend on the chunk size: plan a run's retries with
+    the same one."""
+    if chunk_mib <= 0:
+        raise ValueError(f"chunk_mib must be > 0, not {chunk_mib}")
+    chunk_bytes = max(1, int(chunk_mib * (1 << 20)))
     jobs: list[FileJob] = []
     for source in sources:
         if source.startswith("fixture://"):
@@ -262,16 +315,19 @@ def plan(sources: list[str] | tuple[str, ...], cache_dir: Path | None = None) ->
             continue
         is_url = _is_url(source)
         name = Path(urllib.parse.urlsplit(source).path if is_url else source).name
-        version, local = url_version(source, cache_dir) if is_url else (None, Path(source))
+        version, local, size = url_version(source, cache_dir) if is_url else (None, Path(source), None)
         fingerprint = _url_fingerprint(source, version) if version else _local_fingerprint(Path(source))
         if name.lower().endswith(".zip"):
             local = local or fetch(source, cache_dir, version)
-            for member in _zip_members(local, source):
+            for member, member_size in _zip_members(local, source):
                 member_name = Path(member).name
-                jobs.append(FileJob(f"abn:{member_name}:{fingerprint}", source, member, member_name, version=version))
+                job = FileJob(f"abn:{member_name}:{fingerprint}", source, member, member_name, version=version)
+                jobs += _split(job, member_size, chunk_bytes)
         else:
-            jobs.append(FileJob(f"abn:{name}:{fingerprint}", source, None, name, version=version))
-    names = [j.name for j in jobs]
+            if not is_url:
+                size = Path(source).stat().st_size
+            jobs += _split(FileJob(f"abn:{name}:{fingerprint}", source, None, name, version=version), size, chunk_bytes)
+    names = [j.name for j in jobs if j.byte_start == 0]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"the same file name appears twice in the sources: {', '.join(duplicates)}")
