@@ -96,7 +96,7 @@ def test_a_node_holding_no_job_has_no_recovery_time():
 
 # -- the report ------------------------------------------------------------------------------------------
 
-MANIFEST = {"records": 1000, "valid": 990, "bad": 10, "files": [{"name": "f1"}, {"name": "f2"}]}
+MANIFEST = {"records": 1000, "valid": 990, "bad": 10, "files": [{"name": "f1"}, {"name": "f2"}], "jobs": 2}
 
 
 def counts(**changes) -> Counts:

@@ -53,6 +53,9 @@ class Config:
     seed: int | None = None  # None: a new one (`__post_init__`), printed so a drill can be replayed
     # the work
     checkpoint_every: int = 500
+    # Files are split into jobs of about this many MiB of XML (~50,000 records): a job a notice
+    # gives back is taken again within one such chunk's time on a busy node.
+    chunk_mib: float = 32.0
     helpers: int = 5  # extra bulk_worker runs splitting the files
     # the cluster
     nodes: int = 4  # spot nodes kept during the drill, more than `make provision` leaves

@@ -74,7 +74,10 @@ def run(config: Config) -> dict[str, Any]:
         sources = [f"{base}/{name}" for name in manifest["sources"]]
         observer.clear()
         parent = workload.start_run(client, config, spec, sources)
-        log.info(f"flow run {parent}: {manifest['records']} records in {len(sources)} files")
+        log.info(
+            f"flow run {parent}: {manifest['records']} records in {len(manifest['files'])} files"
+            f" ({len(sources)} archives, {manifest['jobs']} jobs)"
+        )
         started = time.monotonic()
         for target, args in ((cluster.keep_capacity, (stop,)), (observer.watch, (faults.note_recoveries, stop))):
             threading.Thread(target=target, args=args, daemon=True).start()
@@ -113,6 +116,7 @@ OPTIONS: dict[str, tuple[str, type, str]] = {
     "--redis-restarts": ("redis_restarts", int, "kills (SIGKILL) and starts of the control plane's Redis"),
     "--seed": ("seed", int, "random seed (default: a new one, printed)"),
     "--checkpoint-every": ("checkpoint_every", int, "records between checkpoints of a file"),
+    "--chunk-mib": ("chunk_mib", float, "MiB of XML per job (files are split in chunks of about this size)"),
     "--helpers": ("helpers", int, "extra bulk_worker runs splitting the files"),
     "--nodes": ("nodes", int, "spot nodes to keep during the drill"),
     "--control": ("control", str, "the control plane container"),

@@ -114,7 +114,7 @@ class Observer:
 
     def all_done(self, manifest: dict) -> bool:
         done = [r for r in self.ledger() if r["status"] == "complete"]
-        return len(done) >= len(manifest["files"])
+        return len(done) >= manifest["jobs"]
 
     def watch(self, notify: Callable[[Rows, float], None], stop: threading.Event) -> None:
         """Give `notify` the ledger twice a second (job id -> row, and when it was read) until `stop`."""

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from prefect.client.orchestration import SyncPrefectClient
 
 from agency_os_spot.abn.fixture import generate
+from agency_os_spot.abn.sources import plan
 from agency_os_spot.catalog import FlowSpec
 from tools.drill.config import Config
 
@@ -25,13 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def extract(config: Config, records: int) -> tuple[Path, dict[str, Any]]:
-    """The extract's folder and manifest, generated once per size, files, bad records and seed."""
-    folder = config.data_dir / f"{records}-{config.files}-{config.bad_every}-{config.seed}"
+    """The extract's folder and manifest, generated once per size, files, bad records and seed, as
+    the publisher ships it: XML files in two ZIP archives. The manifest's "jobs" is the number of
+    jobs the flow plans from it (files split in chunks of `chunk_mib`)."""
+    folder = config.data_dir / f"{records}-{config.files}-{config.bad_every}-{config.seed}-zip"
     manifest = folder / "manifest.json"
     if not manifest.exists():
         log.info(f"generating {records} records in {config.files} files into {folder}")
-        generate(records, config.seed, folder, files=config.files, bad_every=config.bad_every)
-    return folder, json.loads(manifest.read_text())
+        generate(records, config.seed, folder, files=config.files, bad_every=config.bad_every, use_zip=True)
+    loaded = json.loads(manifest.read_text())
+    loaded["jobs"] = len(plan([str(folder / name) for name in loaded["sources"]], chunk_mib=config.chunk_mib))
+    return folder, loaded
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -68,6 +73,7 @@ def start_run(client: SyncPrefectClient, config: Config, spec: FlowSpec, sources
         "redis_url": config.redis_url,
         "checkpoint_every": config.checkpoint_every,
         "helpers": config.helpers,
+        "chunk_mib": config.chunk_mib,
     }
     run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=["drill"])
     return run.id
