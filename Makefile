@@ -34,7 +34,9 @@ provision: setup  ## bring up the embedded local default (ansible-playbook provi
 	ansible-playbook provision_spot.yml
 
 drill: setup      ## failover drill on the embedded default (after make provision); DRILL_ARGS='-e drill_seed=42'
-	@ansible-playbook playbooks/failover_drill.yml $(DRILL_ARGS); rc=$$?; cat reports/drill/result.json 2>/dev/null; echo; exit $$rc
+	@# The drill's log (its Prefect UI link first, then faults, recoveries and progress) is shown as it is written.
+	@mkdir -p reports/drill; : > reports/drill/drill.log; tail -n +1 -F reports/drill/drill.log 2>/dev/null & tailer=$$!; \
+	ansible-playbook playbooks/failover_drill.yml $(DRILL_ARGS); rc=$$?; sleep 1; kill $$tailer; exit $$rc
 
 lock:             ## regenerate constraints.txt from the current .venv
 	@{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^agency-os-spot'; } > constraints.txt.new && mv constraints.txt.new constraints.txt

@@ -72,6 +72,9 @@ class Config:
     timeout_s: float = 3_600.0
     data_dir: Path = ROOT / "build" / "drill-data"
     result: Path = ROOT / "reports" / "drill" / "result.json"
+    # What the drill says as it goes, also written here (make drill shows it while it runs).
+    log_file: Path = ROOT / "reports" / "drill" / "drill.log"
+    progress_every_s: float = 15.0
 
     def __post_init__(self) -> None:
         if self.seed is None:

@@ -74,12 +74,18 @@ def run(config: Config) -> dict[str, Any]:
         sources = [f"{base}/{name}" for name in manifest["sources"]]
         observer.clear()
         parent = workload.start_run(client, config, spec, sources)
+        log.info(f"Prefect UI: {config.api_url.rstrip('/').removesuffix('/api')}/runs/flow-run/{parent}")
         log.info(
             f"flow run {parent}: {manifest['records']} records in {len(manifest['files'])} files"
             f" ({len(sources)} archives, {manifest['jobs']} jobs)"
         )
         started = time.monotonic()
-        for target, args in ((cluster.keep_capacity, (stop,)), (observer.watch, (faults.note_recoveries, stop))):
+        threads = (
+            (cluster.keep_capacity, (stop,)),
+            (observer.watch, (faults.note_recoveries, stop)),
+            (observer.report_progress, (manifest, stop)),
+        )
+        for target, args in threads:
             threading.Thread(target=target, args=args, daemon=True).start()
         faults.make(manifest)
         log.info(f"{faults.made()} faults made; waiting for the runs to complete")
@@ -116,6 +122,7 @@ OPTIONS: dict[str, tuple[str, type, str]] = {
     "--redis-restarts": ("redis_restarts", int, "kills (SIGKILL) and starts of the control plane's Redis"),
     "--seed": ("seed", int, "random seed (default: a new one, printed)"),
     "--checkpoint-every": ("checkpoint_every", int, "records between checkpoints of a file"),
+    "--log-file": ("log_file", Path, "where the drill's log is also written"),
     "--chunk-mib": ("chunk_mib", float, "MiB of XML per job (files are split in chunks of about this size)"),
     "--helpers": ("helpers", int, "extra bulk_worker runs splitting the files"),
     "--nodes": ("nodes", int, "spot nodes to keep during the drill"),
@@ -142,13 +149,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s drill: %(message)s", datefmt="%H:%M:%S"))
+    config = Config(**vars(args))
+    config.log_file.parent.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s drill: %(message)s", datefmt="%H:%M:%S")
     root = logging.getLogger("tools.drill")
-    root.addHandler(handler)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(config.log_file, mode="w")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
     root.setLevel(logging.INFO)
     root.propagate = False
-    config = Config(**vars(args))
     result = run(config)
     config.result.parent.mkdir(parents=True, exist_ok=True)
     config.result.write_text(json.dumps(result))

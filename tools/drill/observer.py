@@ -8,6 +8,8 @@ database and queue.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from agency_os_spot.runtime.consumer import attempted_key
 from agency_os_spot.runtime.ledger import Ledger, normalize_url
 from agency_os_spot.runtime.queue import destination_stream
 from tools.drill.config import HELPER_TAG, Config
+
+log = logging.getLogger(__name__)
 
 Rows = dict[str, dict[str, Any]]  # job id -> its ledger row (job_id, status, owner, progress, result)
 
@@ -97,7 +101,7 @@ class Observer:
 
     def ledger(self) -> list[dict[str, Any]]:
         with contextlib.suppress(sa.exc.SQLAlchemyError), self.engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT job_id, status, owner, progress, result FROM job_ledger")
+            rows = conn.exec_driver_sql("SELECT job_id, status, owner, progress, state, result FROM job_ledger")
             return [dict(r._mapping) for r in rows]
         return []
 
@@ -110,11 +114,30 @@ class Observer:
         }
 
     def committed(self) -> int:
-        return sum(int(r["progress"] or 0) for r in self.ledger())
+        """Records committed over every job: each job's own count (a job's progress is the index in
+        its file of its next record, which for a byte range of a file does not start at 0)."""
+        total = 0
+        for r in self.ledger():
+            counts = r["result"] if r["status"] == "complete" else r["state"]
+            counts = json.loads(counts) if isinstance(counts, str) else counts
+            total += int((counts or {}).get("records", 0))
+        return total
 
     def all_done(self, manifest: dict) -> bool:
         done = [r for r in self.ledger() if r["status"] == "complete"]
         return len(done) >= manifest["jobs"]
+
+    def report_progress(self, manifest: dict, stop: threading.Event) -> None:
+        """Log the records committed, the jobs complete and the workers online every progress_every_s."""
+        while not stop.wait(self.c.progress_every_s):
+            complete = sum(r["status"] == "complete" for r in self.ledger())
+            online = "?"
+            with contextlib.suppress(Exception):  # a report, not a check: the API may be restarting
+                online = str(len(self.online_workers()))
+            log.info(
+                f"progress: {self.committed():,} of {manifest['records']:,} records committed, "
+                f"{complete} of {manifest['jobs']} jobs complete, {online} workers online"
+            )
 
     def watch(self, notify: Callable[[Rows, float], None], stop: threading.Event) -> None:
         """Give `notify` the ledger twice a second (job id -> row, and when it was read) until `stop`."""
