@@ -343,3 +343,29 @@ def test_an_abandoned_job_behind_many_live_ones_is_reclaimed(redis_url):
     survivor = ReliableQueue(redis_url, consumer="survivor", visibility_timeout_s=0.5)
     again = survivor.claim(block_s=0.5)
     assert again is not None and again.job_id == "lost" and again.reclaimed
+
+
+def test_workers_share_the_byte_ranges_of_one_large_file(redis_url, postgres_url, tmp_path):
+    """One file split into eight jobs: two worker processes and the parent's own consumer take its
+    ranges side by side; each record is stored once and every range is complete."""
+    manifest = generate(40_000, 8, tmp_path, files=1, bad_every=0, layout="published")
+    source = tmp_path / manifest["sources"][0]
+    jobs = [job.to_job() for job in plan([str(source)], chunk_mib=(source.stat().st_size / 8 + 1) / (1 << 20))]
+    assert len(jobs) == 8 and {job["name"] for job in jobs} == {source.name}
+    ctx = make_context(postgres_url, redis_url, checkpoint_every=1_000)
+    queue = make_queue(ctx, visibility_timeout_s=30)
+    procs = [worker(redis_url, postgres_url, "--idle-timeout", "5", "--checkpoint-every", "1000") for _ in range(2)]
+    deadline = time.monotonic() + 60  # both workers waiting for jobs before there are any
+    while len(queue.redis.xinfo_consumers(queue.stream, queue.group)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for job in jobs:
+        queue.enqueue(job)
+    dead = work_until_settled(queue, ctx, jobs, deadline_s=240, reconcile_every_s=1)
+    done = [json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1])["done"] for proc in procs]
+    assert dead == []
+    assert all(ctx.ledger.get(job["id"]).complete for job in jobs)
+    by_parent = len(jobs) - sum(done)
+    assert sum(n > 0 for n in [*done, by_parent]) >= 2, done  # the file's ranges went to several consumers
+    assert _rows(postgres_url) == (manifest["valid"], manifest["valid"])
+    results = [ctx.ledger.get(job["id"]).result for job in jobs]
+    assert sum(r["records"] for r in results) == manifest["records"]
