@@ -355,8 +355,11 @@ def test_workers_share_the_byte_ranges_of_one_large_file(redis_url, postgres_url
     ctx = make_context(postgres_url, redis_url, checkpoint_every=1_000)
     queue = make_queue(ctx, visibility_timeout_s=30)
     procs = [worker(redis_url, postgres_url, "--idle-timeout", "5", "--checkpoint-every", "1000") for _ in range(2)]
-    deadline = time.monotonic() + 60  # both workers waiting for jobs before there are any
-    while len(queue.redis.xinfo_consumers(queue.stream, queue.group)) < 2 and time.monotonic() < deadline:
+    queue.ensure_group()
+    deadline = time.monotonic() + 60  # both workers waiting for a job (blocked in XREADGROUP) before there is any
+    while time.monotonic() < deadline:
+        if sum(client.get("cmd") == "xreadgroup" for client in queue.redis.client_list()) >= 2:
+            break
         time.sleep(0.1)
     for job in jobs:
         queue.enqueue(job)
