@@ -1,4 +1,9 @@
-"""Shared code of the repo's Compute Engine modules: service-account credentials and a small REST client.
+"""Shared code of the repo's Compute Engine modules: Google credentials and a small REST client.
+
+Credentials: a service account key file when one is given, any other credentials file google-auth
+reads (user credentials from `gcloud auth application-default login`, workload identity
+federation, service account impersonation), or else Application Default Credentials (the
+GOOGLE_APPLICATION_CREDENTIALS file, the gcloud login, the attached service account of a VM).
 
 The google.cloud collection has no Spot provisioning model and hard-codes its API URLs, so the
 modules of this repository drive the Compute REST API (v1) directly with a google-auth token.
@@ -7,13 +12,16 @@ Everything here is plain Python (no AnsibleModule), so it can be tested and reus
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import time
 import uuid
 from pathlib import Path
 
 try:
+    import google.auth
     from google.auth import exceptions as google_auth_exceptions
     from google.auth.transport.requests import AuthorizedSession
     from google.oauth2 import service_account
@@ -38,10 +46,18 @@ CREDENTIALS_ENV = "GCP_SERVICE_ACCOUNT_FILE"
 # from_service_account_info requires; private_key is what its RSA signer reads).
 REQUIRED_KEY_FIELDS = ("client_email", "private_key", "token_uri")
 HOW_TO_FIX = (
-    "Create a JSON key for a service account with the Compute Instance Admin (v1) role "
-    "(IAM & Admin > Service accounts > Keys > Add key > JSON) and point GCP_SERVICE_ACCOUNT_FILE "
-    "(or gcp_spot_capacity_service_account_file) at it."
+    "Give credentials of a principal with the Compute Instance Admin (v1) role: without a key file, "
+    "Application Default Credentials (`gcloud auth application-default login`, the attached service "
+    "account of a VM, or GOOGLE_APPLICATION_CREDENTIALS naming a workload identity federation or "
+    "impersonation file); or a service account JSON key (IAM & Admin > Service accounts > Keys) named by "
+    "GCP_SERVICE_ACCOUNT_FILE (or gcp_spot_capacity_service_account_file)."
 )
+# Credentials files google-auth reads besides service account keys, and what they are.
+OTHER_FILE_KINDS = {
+    "authorized_user": "user credentials (gcloud auth application-default login)",
+    "external_account": "workload identity federation",
+    "impersonated_service_account": "service account impersonation",
+}
 # An absolute Compute URL (selfLink, targetLink): scheme, host, API version prefix.
 _API_URL_PREFIX = re.compile(r"^https?://[^/]+/compute/(?:v1|beta|alpha)/")
 # Status codes worth a retry (same request id, so a retried insert cannot run twice).
@@ -49,7 +65,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class GcpCredentialsError(Exception):
-    """The service account key file is missing, unreadable or not a service account key."""
+    """No usable credentials: the file is missing, unreadable or of an unknown kind, or none were found."""
 
 
 class GcpApiError(Exception):
@@ -61,52 +77,111 @@ class GcpApiError(Exception):
         self.body = body
 
 
-def read_service_account_info(path):
-    """Read and check a service account key file; return its parsed JSON.
+def read_credentials_file(path):
+    """Read and check a credentials file; return its parsed JSON.
 
     Raises GcpCredentialsError with a message that says what is wrong and what to do. Nothing is
     sent anywhere: this only reads the file.
     """
     if not path:
-        raise GcpCredentialsError(f"No service account key file given. {HOW_TO_FIX}")
+        raise GcpCredentialsError(f"No credentials file given. {HOW_TO_FIX}")
     path = Path(str(path)).expanduser()
     if not path.is_file():
-        raise GcpCredentialsError(f"Service account key file {path} does not exist. {HOW_TO_FIX}")
+        raise GcpCredentialsError(f"Credentials file {path} does not exist. {HOW_TO_FIX}")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise GcpCredentialsError(f"Service account key file {path} cannot be read: {exc}") from exc
+        raise GcpCredentialsError(f"Credentials file {path} cannot be read: {exc}") from exc
     except ValueError as exc:
-        raise GcpCredentialsError(f"Service account key file {path} is not valid JSON ({exc}). {HOW_TO_FIX}") from exc
+        raise GcpCredentialsError(f"Credentials file {path} is not valid JSON ({exc}). {HOW_TO_FIX}") from exc
     if not isinstance(info, dict):
-        raise GcpCredentialsError(f"Service account key file {path} is not a JSON object. {HOW_TO_FIX}")
-    if info.get("type") != "service_account":
+        raise GcpCredentialsError(f"Credentials file {path} is not a JSON object. {HOW_TO_FIX}")
+    kind = info.get("type")
+    if kind not in ("service_account", *OTHER_FILE_KINDS):
         raise GcpCredentialsError(
-            f"{path} holds credentials of type {info.get('type')!r}, not a service account key "
-            f"(type 'service_account'); user credentials from 'gcloud auth' are not accepted. {HOW_TO_FIX}"
+            f"{path} holds credentials of type {kind!r}, not a service account key nor a credentials file "
+            f"google-auth reads ({', '.join(OTHER_FILE_KINDS)}). {HOW_TO_FIX}"
         )
-    missing = [key for key in REQUIRED_KEY_FIELDS if not info.get(key)]
-    if missing:
-        raise GcpCredentialsError(f"Service account key file {path} lacks {', '.join(missing)}. {HOW_TO_FIX}")
+    if kind == "service_account":
+        missing = [key for key in REQUIRED_KEY_FIELDS if not info.get(key)]
+        if missing:
+            raise GcpCredentialsError(f"Service account key file {path} lacks {', '.join(missing)}. {HOW_TO_FIX}")
     return info
 
 
-def load_credentials(path, scopes=DEFAULT_SCOPES):
-    """Service account credentials from a key file, with the token_uri the file names.
+def _impersonated(info):
+    """The service account a credentials file impersonates, from its impersonation URL ('' if none)."""
+    url = info.get("service_account_impersonation_url", "")
+    match = re.search(r"serviceAccounts/([^:/]+)", url)
+    return match.group(1) if match else ""
 
-    Returns (credentials, info). The private key is parsed here, so a damaged key fails before
-    any request; the token itself is fetched on the first API call.
+
+def load_credentials(path, scopes=DEFAULT_SCOPES):
+    """Credentials, and what they are: {"kind", "principal", "project_id", "token_uri"}.
+
+    With `path`: that file (a service account key, or another credentials file google-auth reads).
+    Without: Application Default Credentials. Nothing is sent to Google to build them, except that
+    ADC on no file and no gcloud login asks the local metadata server whether this is a GCE VM.
+    The token itself is fetched on the first API call.
     """
-    info = read_service_account_info(path)
     if not HAS_GOOGLE_AUTH:  # pragma: no cover - the modules check this first
         raise GcpCredentialsError(f"google-auth is not installed: {GOOGLE_AUTH_IMPORT_ERROR}")
+    if not path:
+        return _default_credentials(scopes)
+    info = read_credentials_file(path)
+    kind = info["type"]
     try:
-        credentials = service_account.Credentials.from_service_account_info(info, scopes=list(scopes))
+        if kind == "service_account":
+            credentials = service_account.Credentials.from_service_account_info(info, scopes=list(scopes))
+        else:
+            credentials, _ = google.auth.load_credentials_from_file(
+                str(Path(str(path)).expanduser()), scopes=list(scopes)
+            )
+            credentials = _with_file_token_uri(credentials, info)
     except (ValueError, google_auth_exceptions.GoogleAuthError) as exc:
+        what = "The private key in service account key file" if kind == "service_account" else "Credentials file"
+        raise GcpCredentialsError(f"{what} {path} cannot be used ({exc}). {HOW_TO_FIX}") from exc
+    about = {
+        "kind": "service account key file" if kind == "service_account" else OTHER_FILE_KINDS[kind],
+        "principal": info.get("client_email") or _impersonated(info),
+        "project_id": info.get("project_id") or info.get("quota_project_id") or "",
+        "token_uri": info.get("token_uri") or info.get("token_url") or "",
+    }
+    return credentials, about
+
+
+def _with_file_token_uri(credentials, info):
+    """User credentials whose file names a token endpoint use it (google-auth always uses Google's):
+    as a service account key's token_uri is honoured, so is a user login's."""
+    if info.get("type") == "authorized_user" and info.get("token_uri") and hasattr(credentials, "with_token_uri"):
+        return credentials.with_token_uri(info["token_uri"])
+    return credentials
+
+
+def _default_credentials(scopes):
+    try:
+        credentials, project_id = google.auth.default(scopes=list(scopes))
+    except google_auth_exceptions.DefaultCredentialsError as exc:
         raise GcpCredentialsError(
-            f"The private key in service account key file {path} cannot be used ({exc}). {HOW_TO_FIX}"
+            f"No credentials file given and no Application Default Credentials found. {HOW_TO_FIX}"
         ) from exc
-    return credentials, info
+    source = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+    if source:
+        with contextlib.suppress(OSError, ValueError):  # google.auth.default has just read it
+            credentials = _with_file_token_uri(credentials, json.loads(Path(source).read_text(encoding="utf-8")))
+    principal = getattr(credentials, "service_account_email", "") or getattr(credentials, "signer_email", "") or ""
+    if source:
+        kind = f"Application Default Credentials from GOOGLE_APPLICATION_CREDENTIALS ({source})"
+    elif type(credentials).__module__.startswith("google.auth.compute_engine"):
+        kind = "Application Default Credentials: the VM's attached service account"
+    else:
+        kind = "Application Default Credentials: the gcloud login (gcloud auth application-default login)"
+    return credentials, {
+        "kind": kind,
+        "principal": principal if principal != "default" else "the VM's default service account",
+        "project_id": project_id or "",
+        "token_uri": getattr(credentials, "_token_uri", "") or "",
+    }
 
 
 def relative_path(url_or_path):

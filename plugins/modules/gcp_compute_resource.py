@@ -74,8 +74,10 @@ options:
     default: https://compute.googleapis.com/compute/v1
   service_account_file:
     description:
-      - Path of a service account JSON key. Its C(token_uri) is where the access token comes from.
-      - A missing, unreadable or malformed file fails before any request is sent.
+      - Path of a service account JSON key (its C(token_uri) is where the access token comes from), or of
+        another credentials file google-auth reads (user credentials, workload identity federation,
+        impersonation). Empty for Application Default Credentials.
+      - A missing, unreadable or malformed file, or no credentials at all, fails before any request is sent.
       - Falls back to the environment variable E(GCP_SERVICE_ACCOUNT_FILE).
     type: path
   scopes:

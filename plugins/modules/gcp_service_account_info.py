@@ -7,17 +7,22 @@ DOCUMENTATION = r"""
 module: gcp_service_account_info
 author: Agency OS
 version_added: "0.1.0"
-short_description: Check a GCP service account key file, offline
+short_description: Find the GCP credentials the Compute modules will use, and check them without using them
 description:
-  - Reads a service account JSON key and checks that google-auth can build credentials from it
-    (JSON syntax, C(type) service_account, C(client_email), C(private_key), C(token_uri), a private key
-    that parses). Sends no request, so a preflight can use it before anything talks to the cloud.
-  - Does not fail on a bad file; it returns RV(valid=false) and a RV(problem) that says what to do,
-    so that the caller asserts with its own message.
+  - With a file, reads it and checks that google-auth can build credentials from it - a service
+    account JSON key (C(type) service_account, C(client_email), C(private_key) that parses, C(token_uri))
+    or another credentials file google-auth reads (user credentials from
+    C(gcloud auth application-default login), workload identity federation, service account impersonation).
+  - Without a file, finds Application Default Credentials (E(GOOGLE_APPLICATION_CREDENTIALS), the gcloud
+    login, the attached service account of a GCE VM - the only case that asks the local metadata server).
+  - Requests no token, so a preflight can use it before anything talks to the cloud.
+  - Does not fail on missing or bad credentials; it returns RV(valid=false) and a RV(problem) that says
+    what to do, so that the caller asserts with its own message.
 options:
   service_account_file:
     description:
-      - Path of the service account JSON key.
+      - Path of a credentials file (service account key or another kind google-auth reads); empty for
+        Application Default Credentials.
       - Falls back to the environment variable E(GCP_SERVICE_ACCOUNT_FILE).
     type: path
 requirements:
@@ -38,19 +43,24 @@ EXAMPLES = r"""
 
 RETURN = r"""
 valid:
-  description: Whether credentials can be built from the file.
+  description: Whether credentials were found and can be built.
   returned: always
   type: bool
 problem:
-  description: What is wrong with the file and how to fix it (empty when valid).
+  description: What is wrong and how to fix it (empty when valid).
   returned: always
   type: str
+kind:
+  description: Which credentials were found (a service account key file, user credentials, workload identity
+    federation, impersonation, or which Application Default Credentials).
+  returned: when valid
+  type: str
 client_email:
-  description: The service account the key belongs to.
+  description: The service account the credentials act as, when they say so (empty for user credentials).
   returned: when valid
   type: str
 project_id:
-  description: Project the service account belongs to (as written in the key file).
+  description: Project the credentials name (the key file's, or the ADC project), when known.
   returned: when valid
   type: str
 token_uri:
@@ -80,16 +90,17 @@ def main():
     if not HAS_GOOGLE_AUTH:
         module.fail_json(msg=missing_required_lib("google-auth"), exception=str(GOOGLE_AUTH_IMPORT_ERROR))
     try:
-        _, info = load_credentials(module.params["service_account_file"], DEFAULT_SCOPES)
+        _, about = load_credentials(module.params["service_account_file"], DEFAULT_SCOPES)
     except GcpCredentialsError as exc:
         module.exit_json(changed=False, valid=False, problem=str(exc))
     module.exit_json(
         changed=False,
         valid=True,
         problem="",
-        client_email=info["client_email"],
-        project_id=info.get("project_id", ""),
-        token_uri=info["token_uri"],
+        kind=about["kind"],
+        client_email=about["principal"],
+        project_id=about["project_id"],
+        token_uri=about["token_uri"],
     )
 
 

@@ -86,8 +86,8 @@ def mig(fake, project, gcp_inventory) -> dict:
 def run_converge():
     """Run converge.yml again as a subprocess (same inventory and ansible.cfg as molecule)."""
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", **(env or {}))
         command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args]
         command.append(str(SCENARIO_DIR / "converge.yml"))
         return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -155,9 +155,10 @@ def test_check_mode_against_the_converged_api_changes_nothing(fake, run_converge
 BAD_KEYS = {
     "missing": (None, "does not exist"),
     "not-json": ("this is not json\n", "is not valid JSON"),
-    "user-credentials": (
-        json.dumps({"type": "authorized_user", "client_id": "x", "client_secret": "y", "refresh_token": "z"}),
-        "not a service account key",
+    "unknown-type": (json.dumps({"type": "api_key", "key": "x"}), "not a service account key nor a credentials file"),
+    "user-credentials-incomplete": (
+        json.dumps({"type": "authorized_user", "client_id": "x", "client_secret": "y"}),
+        "cannot be used",
     ),
     "broken-private-key": (
         json.dumps(
@@ -188,7 +189,7 @@ def test_bad_credentials_stop_the_role_before_any_request(fake, run_converge, tm
     result = run_converge("-e", f"gcp_spot_capacity_service_account_file={path}")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    assert "preflight | Stop unless the service account key is usable" in output
+    assert "preflight | Stop unless the credentials are usable" in output
     assert expected in output
     assert "GCP_SERVICE_ACCOUNT_FILE" in output, "the message says what to do"
     assert len(fake.requests()) == before, "a request was sent with bad credentials"
@@ -208,4 +209,63 @@ def test_bad_credentials_stop_the_module_itself_before_any_request(run_module, f
     assert result.returncode != 0, result.stdout
     assert "FAILED!" in result.stdout
     assert expected in result.stdout
+    assert len(fake.requests()) == before
+
+
+# --- credentials without a key file --------------------------------------------------------------
+def _user_credentials(tmp_path: Path, fake, login: str = "1//molecule-login") -> Path:
+    """What `gcloud auth application-default login` writes, with the token endpoint of the fake."""
+    path = tmp_path / "application_default_credentials.json"
+    info = {
+        "type": "authorized_user",
+        "client_id": "molecule-client.apps.googleusercontent.com",
+        "client_secret": "molecule-secret",
+        "refresh_token": login,
+        "token_uri": f"{fake.url}/token",
+    }
+    path.write_text(json.dumps(info))
+    return path
+
+
+def _no_adc_env(tmp_path: Path) -> dict[str, str]:
+    """An environment where ADC finds only what the test gives: no gcloud login, no GCE metadata probe."""
+    return {"GCP_SERVICE_ACCOUNT_FILE": "", "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "NO_GCE_CHECK": "True"}
+
+
+def test_user_credentials_from_a_gcloud_login_work_without_a_key(fake, run_converge, tmp_path):
+    path = _user_credentials(tmp_path, fake)
+    before = len(fake.requests())
+    env = {**_no_adc_env(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": str(path)}
+    result = run_converge("-e", "gcp_spot_capacity_service_account_file=", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Authenticating with Application Default Credentials from GOOGLE_APPLICATION_CREDENTIALS" in output
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=0\s+", output), "converged already: nothing to change"
+    api = [r for r in fake.requests()[before:] if r["path"] != "/token"]
+    assert api and {r.get("client") for r in api} == {"user:molecule-client.apps.googleusercontent.com"}
+
+
+def test_the_credentials_file_may_hold_user_credentials(fake, run_converge, tmp_path):
+    path = _user_credentials(tmp_path, fake)
+    result = run_converge("-e", f"gcp_spot_capacity_service_account_file={path}", env=_no_adc_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Authenticating with user credentials (gcloud auth application-default login)" in output
+
+
+def test_a_revoked_login_fails_with_googles_answer(fake, run_converge, tmp_path):
+    path = _user_credentials(tmp_path, fake, login="revoked")
+    result = run_converge("-e", f"gcp_spot_capacity_service_account_file={path}", env=_no_adc_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Token has been expired or revoked" in output
+
+
+def test_no_credentials_at_all_stop_the_role_saying_what_to_do(fake, run_converge, tmp_path):
+    before = len(fake.requests())
+    result = run_converge("-e", "gcp_spot_capacity_service_account_file=", env=_no_adc_env(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "no Application Default Credentials found" in output
+    assert "gcloud auth application-default login" in output
     assert len(fake.requests()) == before

@@ -3,8 +3,9 @@
 It behaves like the real API for what roles/gcp_spot_capacity uses:
 
 * ``POST /token`` takes a service-account JWT grant (RS256, ``aud`` = this endpoint, signature
-  checked against the keys the server trusts) and issues a bearer token; every API call needs one
-  (HTTP 401 otherwise).
+  checked against the keys the server trusts), or the refresh-token grant of user credentials
+  (client id, secret and refresh token; the token "revoked" is refused), and issues a bearer
+  token; every API call needs one (HTTP 401 otherwise).
 * Requests are routed with the official discovery document (``compute.v1.json``): unknown query
   parameters and request bodies that do not fit the schema (unknown field, wrong type, enum value
   not allowed, missing required field) are rejected with HTTP 400 and a Google-style error body,
@@ -51,6 +52,7 @@ PUBLIC_BASE = "https://www.googleapis.com/compute/v1"
 API_PREFIX = "/compute/v1/"
 OAUTH_PATH = "/token"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REFRESH_GRANT = "refresh_token"
 GOOGLE_OAUTH_AUDIENCE = "https://oauth2.googleapis.com/token"
 NAME_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -113,6 +115,8 @@ class FakeCompute:
     ) -> None:
         self.doc = doc or load_document()
         self.trusted_keys = dict(trusted_keys or {})
+        # Refresh tokens of user credentials the fake refuses, as Google refuses a revoked login.
+        self.revoked_refresh_tokens = {"revoked"}
         self.op_delay = op_delay
         self.lock = threading.RLock()
         self.reset()
@@ -172,6 +176,19 @@ class FakeCompute:
     def _token(self, body: bytes, own_url: str, record: dict) -> tuple[int, dict]:
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         record["body"] = {"grant_type": form.get("grant_type")}
+        if form.get("grant_type") == REFRESH_GRANT:  # user credentials (gcloud auth application-default login)
+            if not all(form.get(k) for k in ("client_id", "client_secret", "refresh_token")):
+                return 400, {"error": "invalid_request", "error_description": "Missing required parameter."}
+            if form["refresh_token"] in self.revoked_refresh_tokens:
+                return 400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+            token = "ya29.fake-" + secrets.token_urlsafe(24)
+            self.tokens[token] = record["client"] = f"user:{form['client_id']}"
+            return 200, {
+                "access_token": token,
+                "expires_in": 3599,
+                "token_type": "Bearer",
+                "scope": form.get("scope", ""),
+            }
         if form.get("grant_type") != JWT_GRANT:
             return 400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type."}
         try:
