@@ -9,9 +9,12 @@ come from the environment or the active Prefect profile, as Prefect's own client
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,17 @@ from tests.support.prefect_harness import VENV_BIN, prefect_server
 AUTH = "agency:basic-auth-s3cret-7c41e9"
 POOL = "auth-pool"
 VARIABLE = "auth_variable"
+
+
+def _load_module_utils():
+    spec = importlib.util.spec_from_file_location("prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["prefect_api"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+prefect_api = _load_module_utils()
 
 PLAYBOOK = """\
 - name: Prefect modules on a server with basic auth and CSRF protection
@@ -153,3 +167,24 @@ def test_a_wrong_auth_string_is_refused_and_not_shown(api: str, server: httpx.Cl
     assert "HTTP 401" in output
     assert "sent basic auth" in output
     assert wrong not in output
+
+
+def test_the_client_renews_an_invalid_or_expired_csrf_token(api: str, server: httpx.Client) -> None:
+    client = prefect_api.PrefectClient(api, auth_string=AUTH)
+    assert client.csrf_token is None
+    client.get("/work_pools/default-agent-pool", missing_ok=True)
+    assert client.csrf_token is None, "a GET fetched a CSRF token"
+    client.post("/variables/", {"name": "csrf_probe", "value": 1})
+    first = client.csrf_token
+    assert first and client.csrf_expiration > dt.datetime.now(dt.UTC)
+
+    stale = first[::-1]
+    client.csrf_token = stale  # the server answers 403 "Invalid CSRF token ...": fetch a new one
+    client.patch("/variables/name/csrf_probe", {"value": 2})
+    assert client.csrf_token not in (None, stale)
+
+    client.csrf_expiration = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    renewed = client.csrf_token
+    client.patch("/variables/name/csrf_probe", {"value": 3})
+    assert client.csrf_token != renewed
+    assert server.get("/variables/name/csrf_probe").json()["value"] == 3
