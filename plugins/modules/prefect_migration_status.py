@@ -89,7 +89,7 @@ decommission:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.prefect_api import prefect_argument_spec
+from ansible.module_utils.prefect_api import module_connection, prefect_argument_spec
 
 
 def main():
@@ -116,9 +116,14 @@ def main():
         catalog = load_catalog(params["catalog_file"])
     except CatalogError as exc:
         module.fail_json(msg=f"flow catalog is invalid: {exc}")
+    conn = module_connection(module)
     try:
         with migration.PrefectAPI(
-            params["api_url"], params["api_key"] or None, params["timeout"], params["validate_certs"]
+            conn["api_url"],
+            conn["api_key"],
+            params["timeout"],
+            params["validate_certs"],
+            auth_string=conn["api_auth_string"],
         ) as api:
             report = migration.collect_status(api, catalog, params["days"])
             gate = None

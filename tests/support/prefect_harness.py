@@ -34,13 +34,17 @@ def _base_env(home: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def prefect_server() -> Iterator[str]:
-    """`prefect server start` on a free loopback port with its own SQLite database; yields the API URL."""
+def prefect_server(**server_env: str) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with its own SQLite database; yields the API URL.
+
+    `server_env` is added to the server's environment, e.g. PREFECT_SERVER_API_AUTH_STRING="user:pass"
+    (basic auth on every API call but the health check) or PREFECT_SERVER_CSRF_PROTECTION_ENABLED="true".
+    """
     home = Path(tempfile.mkdtemp(prefix="agency-os-prefect-"))
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=_base_env(home),
+        env={**_base_env(home), **server_env},
         stdout=(home / "server.log").open("w"),
         stderr=subprocess.STDOUT,
         cwd=home,

@@ -1,8 +1,9 @@
 """What the migration reports read from Prefect: flows, deployments, flow runs and their state histories.
 
 Read through Prefect's own client, which honours the active profile, PREFECT_API_URL, PREFECT_API_KEY
-and PREFECT_API_AUTH_STRING and retries what the server says is retryable (408, 429, 502, 503). An
-API URL, key, timeout or `verify=False` given here takes precedence over those settings.
+and PREFECT_API_AUTH_STRING, fetches a CSRF token when the server asks for one and retries what the
+server says is retryable (408, 429, 502, 503). An API URL, key, auth string, timeout or
+`verify=False` given here takes precedence over those settings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import DeploymentSort, FlowRunSort, FlowSort
 from prefect.settings import (
+    PREFECT_API_AUTH_STRING,
     PREFECT_API_KEY,
     PREFECT_API_REQUEST_TIMEOUT,
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
@@ -74,12 +76,19 @@ class PrefectAPI:
     """
 
     def __init__(
-        self, api_url: str | None = None, api_key: str | None = None, timeout: float | None = None, verify: bool = True
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        verify: bool = True,
+        auth_string: str | None = None,
     ):
         self.api_url = (api_url or PREFECT_API_URL.value() or DEFAULT_API_URL).rstrip("/")
         updates: dict[Any, Any] = {PREFECT_API_URL: self.api_url}
         if api_key:
             updates[PREFECT_API_KEY] = api_key
+        if auth_string:
+            updates[PREFECT_API_AUTH_STRING] = auth_string
         if timeout:
             updates[PREFECT_API_REQUEST_TIMEOUT] = timeout
         if not verify:
@@ -105,7 +114,9 @@ class PrefectAPI:
             if status in (401, 403):
                 raise PrefectAPIError(
                     f"the Prefect API at {self.api_url} refused {method} {url.removeprefix(self.api_url)} "
-                    f"(HTTP {status}): set prefect_api_key (or PREFECT_API_KEY) to a key that may read flows and runs"
+                    f"(HTTP {status}): for a self-hosted server with basic auth set PREFECT_API_AUTH_STRING to its "
+                    "user:password; for Prefect Cloud set prefect_api_key (or PREFECT_API_KEY) to a key that may "
+                    "read flows and runs"
                 ) from exc
             raise PrefectAPIError(
                 f"{method} {url} answered HTTP {status}: {exc.response.text[:300]} "
