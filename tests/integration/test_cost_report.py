@@ -8,7 +8,6 @@ Spot price history, which is a constant (US$0.00001/h for every type and zone).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 import yaml
 
 from agency_os_spot.catalog import load_catalog
-from tests.support import ROOT
+from tests.support import ROOT, load_plugin
 from tests.support.services import free_port
 
 BIN = Path(sys.executable).parent
@@ -267,9 +266,7 @@ def test_local_inventory_is_refused_with_what_to_do(tmp_path: Path) -> None:
 
 def test_time_weighted_average_weights_each_price_by_how_long_it_held() -> None:
     # moto's history is one constant point, so the averaging is checked here on a known series.
-    spec = importlib.util.spec_from_file_location("spot_history", ROOT / "plugins/modules/aws_spot_price_history.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_plugin("spot_history", "plugins/modules/aws_spot_price_history.py")
     end = datetime(2026, 11, 30, tzinfo=UTC)
     start = end - timedelta(days=30)
     points = [

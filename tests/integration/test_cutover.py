@@ -7,13 +7,10 @@ runs the canary on the bulk pool and records the placement; a failing canary rol
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import pytest
 
 from agency_os_spot.catalog import load_catalog
 from agency_os_spot.deploy import bulk_base_job_template, default_process_template, deployment_body
-from tests.support import ROOT
+from tests.support import ROOT, load_plugin
 from tests.support.prefect_harness import Prefect, prefect_server, start_worker, stop_worker
 
 FLOW = "abn_bulk_ingestion"
@@ -173,16 +170,8 @@ def test_a_failing_canary_rolls_back_and_says_what_happened(prefect, deployment,
 # --- the placement module itself: idempotent, and safe while the server and workers act on the runs
 
 
-def _load(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prefect_api = _load("ansible.module_utils.prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
-placement_module = _load("prefect_placement", ROOT / "plugins/modules/prefect_placement.py")
+prefect_api = load_plugin("ansible.module_utils.prefect_api", "plugins/module_utils/prefect_api.py")
+placement_module = load_plugin("prefect_placement", "plugins/modules/prefect_placement.py")
 
 
 class _Module:

@@ -9,7 +9,6 @@ local fake of the API (tests/support/gcp_compute_fake) that records the requests
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, load_plugin
 from tests.support.gcp_compute_fake import FakeCompute, FakeComputeServer, load_document, make_service_account_key
 from tests.support.gcp_compute_fake.server import public_key_of
 
@@ -27,14 +26,7 @@ ZONE = "australia-southeast1-a"
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def _load_module_utils():
-    spec = importlib.util.spec_from_file_location("gcp_compute", ROOT / "plugins/module_utils/gcp_compute.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gcp_compute = _load_module_utils()
+gcp_compute = load_plugin("gcp_compute", "plugins/module_utils/gcp_compute.py")
 
 
 # --- the validator itself -------------------------------------------------------------------------

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, load_plugin
 from tests.support.prefect_harness import VENV_BIN, prefect_server
 
 AUTH = "agency:basic-auth-s3cret-7c41e9"
@@ -29,15 +27,7 @@ POOL = "auth-pool"
 VARIABLE = "auth_variable"
 
 
-def _load_module_utils():
-    spec = importlib.util.spec_from_file_location("prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prefect_api"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prefect_api = _load_module_utils()
+prefect_api = load_plugin("prefect_api", "plugins/module_utils/prefect_api.py")
 
 PLAYBOOK = """\
 - name: Prefect modules on a server with basic auth and CSRF protection

@@ -4,24 +4,13 @@ else the active Prefect profile, per setting, as Prefect's own client does."""
 from __future__ import annotations
 
 import base64
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import load_plugin
 
-
-def _load_module_utils():
-    spec = importlib.util.spec_from_file_location("prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prefect_api"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prefect_api = _load_module_utils()
+prefect_api = load_plugin("prefect_api", "plugins/module_utils/prefect_api.py")
 NONE = {"api_url": None, "api_key": None, "api_auth_string": None}
 PROFILES = """\
 active = "home"

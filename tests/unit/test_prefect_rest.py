@@ -5,27 +5,16 @@ against a loopback server that answers a scripted sequence of statuses."""
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 
-from tests.support import ROOT, prefect_rest
+from tests.support import load_plugin, prefect_rest
 from tests.support.services import http_server
 
-
-def _load_module_utils():
-    spec = importlib.util.spec_from_file_location("prefect_api", ROOT / "plugins/module_utils/prefect_api.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prefect_api"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prefect_api = _load_module_utils()
+prefect_api = load_plugin("prefect_api", "plugins/module_utils/prefect_api.py")
 
 
 class Scripted(http.server.BaseHTTPRequestHandler):
