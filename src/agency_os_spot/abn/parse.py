@@ -156,11 +156,13 @@ _FAST = re.compile(
     rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>(\d{0,9})</ASICNumber>\s*)?"
     rb"(?:<GST\s+status=\"([A-Z]{1,3})\"\s+GSTStatusFromDate=\"(\d{8})\"\s*/>\s*)?",
 )
+# A DGR or OtherEntity element with its name; or, with no name, the main DGR as the publisher writes
+# it: `<DGR status="ACT" DGRStatusFromDate="20060301" />` (type and name then match empty).
 _OTHER_ELEMENT = (
-    rb"\s*<(DGR|OtherEntity)(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*>\s*"
-    rb"<NonIndividualName\s+type=\"([A-Z]{1,3})\"\s*>\s*<NonIndividualNameText>"
+    rb"\s*<(DGR|OtherEntity)(?:\s+status=\"[A-Z]{1,3}\")?(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*"
+    rb"(?:/>|>\s*<NonIndividualName\s+type=\"([A-Z]{1,3})\"\s*>\s*<NonIndividualNameText>"
     + _text1_re(200)
-    + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*</(?:DGR|OtherEntity)>\s*"
+    + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*</(?:DGR|OtherEntity)>)\s*"
 )
 _OTHER = re.compile(_OTHER_ELEMENT)
 _OTHERS_ALL = re.compile(
@@ -345,14 +347,18 @@ def _others(rest: bytes, plain: bool) -> tuple[bytes | None, bytes | None]:
     elements are not in the usual layout."""
     if _OTHERS_ALL.fullmatch(rest) is None:
         return None, None
-    items = _OTHER.findall(rest)  # (element, DGR date, name type, name)
+    items = _OTHER.findall(rest)  # (element, DGR date, name type, name); a nameless DGR: b"", b""
     dgr_from = None
-    for element, date, _kind, _name in items:
+    nameless = False
+    for element, date, kind, _name in items:
         if element == b"DGR":
             if dgr_from is None and date:
                 dgr_from = date
-        elif date:
-            return None, None  # a date on an OtherEntity: let the full path decide
+            nameless = nameless or not kind
+        elif date or not kind:
+            return None, None  # a date on an OtherEntity, or one without a name: the full path decides
+    if nameless:
+        items = [item for item in items if item[2]]  # a DGR without a name adds its date only
     if plain and not any(b'"' in n or b"\\" in n or _CONTROL.search(n) for _, _, _, n in items):
         return b"[" + b", ".join(
             b'{"type": "' + t + b'", "name": "' + n + b'"}' for _, _, t, n in items
