@@ -214,8 +214,10 @@ def _unescape(text: str) -> str:
         if match.group(1):
             return _NAMED[match.group(1)]
         code = int(match.group(2)) if match.group(2) else int(match.group(3), 16)
-        if code < 0x20 or 0x7F <= code <= 0x9F or code > 0x10FFFF:
-            raise _NotXml(text)  # a control character (or not a character): the full path decides
+        if code < 0x20 or 0x7F <= code <= 0x9F or code > 0x10FFFF or code == 0x5C:
+            # a control character (or not a character), or a backslash (the fast path's values go to
+            # COPY unescaped): the full path decides
+            raise _NotXml(text)
         return chr(code)
 
     decoded = _ENTITY.sub(one, text)
@@ -258,9 +260,9 @@ NULL = b"\\N"  # PostgreSQL COPY's NULL: the fast path's tuples are ready for CO
 
 def fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per layout it declines
     """The regex path: the 17 data fields as bytes ready for COPY (NULL for a missing value, dates
-    as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON), or None when the record
-    is not in the usual layout or not valid (the full path then decides, and gives the reject
-    reason). Whitespace around the element (the line breaks between the published file's records) is
+    as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON with the backslashes of its
+    escapes doubled for COPY), or None when the record is not in the usual layout or not valid (the
+    full path then decides, and gives the reject reason). Whitespace around the element (the line breaks between the published file's records) is
     ignored; a record with a backslash, tab, line break or other control character inside it takes
     the full path, so no value here ever needs COPY escaping; the regex bounds every text by its
     field limit (LIMITS), so a value it takes is always within it."""
@@ -364,7 +366,8 @@ def _others(rest: bytes, plain: bool) -> tuple[bytes | None, bytes | None]:
             b'{"type": "' + t + b'", "name": "' + n + b'"}' for _, _, t, n in items
         ) + b"]", dgr_from
     names = [(t.decode(), (n if plain else (_b(n) or b"")).decode()) for _, _, t, n in items]
-    return other_names_json(names).encode(), dgr_from
+    # JSON escapes (a quote in a name is `\"`) hold the only backslashes: doubled, the text is COPY text.
+    return other_names_json(names).replace("\\", "\\\\").encode(), dgr_from
 
 
 def _fast(index: int, raw: bytes) -> Record | None:
@@ -373,10 +376,13 @@ def _fast(index: int, raw: bytes) -> Record | None:
     if fields is None:
         return None
     values = [None if v == NULL else v.decode() for v in fields[:14]]
+    others = fields[14].decode()
+    if "\\" in others:
+        others = others.replace("\\\\", "\\")  # COPY text back to JSON (see _others)
     for i in (2, 11, 13):
         if values[i] is not None:
             values[i] = _VALID_DATES[fields[i]]
-    return _new_record(Record, (*values, fields[14].decode(), _VALID_DATES[fields[15]], fields[16] == b"t", index))
+    return _new_record(Record, (*values, others, _VALID_DATES[fields[15]], fields[16] == b"t", index))
 
 
 _new_record = tuple.__new__
