@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from agency_os_spot.abn.checksum import abn_from_base
 from agency_os_spot.abn.cli import open_database
-from agency_os_spot.abn.fixture import generate
+from agency_os_spot.abn.fixture import BAD_KINDS, generate
 from agency_os_spot.abn.parse import Record
 from agency_os_spot.abn.pipeline import SMALL_FILE_BYTES, default_parsers, ingest_file
 from agency_os_spot.abn.sources import FileJob, plan
@@ -156,7 +156,7 @@ def test_rejects_land_in_abn_reject_with_reasons(sqlite_url, tmp_path):
     assert {r["source_file"] for r in rows} == {manifest["sources"][0]}
     reasons = {}
     for r in rows:
-        kind = r["reason"].split(" '")[0]
+        kind = next(k for k in BAD_KINDS if r["reason"].startswith(k))
         reasons[kind] = reasons.get(kind, 0) + 1
     assert reasons == manifest["files"][0]["bad_reasons"]
     assert all(r["record_index"] % 10 == 9 for r in rows)  # every 10th record (0-based index 9, 19, ...)

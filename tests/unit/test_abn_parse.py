@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,34 @@ def test_several_dgr_and_other_entities_and_escaped_names():
         {"type": "BN", "name": 'O\'BRIEN & CO "X"'},
         {"type": "TRD", "name": "NEW SOUTH WALES STATE EMERGENCY SERVICE"},
     ]
+
+
+def test_the_nameless_main_dgr_and_names_with_quotes_at_and_mixed_case_take_the_fast_path():
+    raw = SAMPLE.replace(
+        b"<OtherEntity>",
+        b'<DGR status="ACT" DGRStatusFromDate="20060301"/>'
+        b'<DGR DGRStatusFromDate="20070101"><NonIndividualName type="DGR"><NonIndividualNameText>'
+        b'"Wesfarmers Federation Insurance" Fund @ wesfarmers.com.au</NonIndividualNameText></NonIndividualName></DGR>'
+        b"<OtherEntity>",
+    ).replace(b"STATE EMERGENCY SERVICE (NSW)", b'The Trustee for the "Koala" Family Trust')
+    for layout in (raw, _published(raw) + b"\n"):
+        assert parse.fast_fields(layout) is not None
+        rec = both_paths(layout)
+        assert rec.entity_name == 'The Trustee for the "Koala" Family Trust'
+        assert rec.dgr_status_from == "2006-03-01"  # the nameless main DGR's date comes first
+        assert json.loads(rec.other_names) == [
+            {"type": "DGR", "name": '"Wesfarmers Federation Insurance" Fund @ wesfarmers.com.au'},
+            {"type": "TRD", "name": "NEW SOUTH WALES STATE EMERGENCY SERVICE"},
+        ]
+    # COPY text: the backslash of a JSON escape doubled; a backslash in a value takes the full path
+    assert parse.fast_fields(raw)[14].count(b'\\\\"') == 2
+    backslash = SAMPLE.replace(b"(NSW)", b"&#92;NSW&#x5c;")
+    assert parse.fast_fields(backslash) is None and both_paths(backslash).entity_name.endswith("\\NSW\\")
+    # at the limit in characters but not in bytes (an entity, a non-ASCII letter): the full path keeps it
+    for name in (b"A &amp; B " + b"N" * 194, "Caf\u00e9 ".encode() + b"N" * 195):
+        at_limit = SAMPLE.replace(b"STATE EMERGENCY SERVICE (NSW)", name)
+        assert len(parse._full(0, at_limit).entity_name) == 200
+        assert both_paths(_published(at_limit)) == both_paths(at_limit)
 
 
 def test_asic_number_present_or_empty():
@@ -340,27 +369,116 @@ def _parse_all(path) -> tuple[list, int]:
     return results, fast
 
 
+_NAME_TEXT = re.compile(rb"<NonIndividualNameText>([^<]*)<")
+_RECORD_FEATURES = {
+    "nameless DGR": re.compile(rb'<DGR status="ACT" DGRStatusFromDate="\d{8}" ?/>'),
+    "named DGR": re.compile(rb'<NonIndividualName type="DGR">'),
+    "postcode 0000": re.compile(rb"<Postcode>0000<"),
+    "empty state and postcode": re.compile(rb"<State></State><Postcode></Postcode>"),
+    "AAT": re.compile(rb"<State>AAT<"),
+    **{
+        f"{field} at {limit}": re.compile(b"<%s>[^<]{%d}<" % (field.encode(), limit))
+        for field, limit in (("NonIndividualNameText", 200), ("GivenName", 100), ("FamilyName", 50),
+                             ("NameTitle", 50), ("Postcode", 50), ("EntityTypeText", 100))
+    },
+}  # fmt: skip
+_NAME_FEATURES = {
+    "double quotes": re.compile(rb'"'),
+    "&amp;": re.compile(rb"&amp;"),
+    "@": re.compile(rb"@"),
+    ".": re.compile(rb"\."),
+    "mixed case": re.compile(rb"[a-z]"),
+}
+
+
+def _features(raw: bytes) -> set[str]:
+    """The edge cases of the real extract a generated record holds."""
+    found = {name for name, pattern in _RECORD_FEATURES.items() if pattern.search(raw)}
+    names = _NAME_TEXT.findall(raw)
+    found |= {name for name, pattern in _NAME_FEATURES.items() if any(pattern.search(n) for n in names)}
+    others = raw.count(b"<OtherEntity>")
+    if others <= 3:
+        found.add("0-3 other names")
+    elif 10 <= others < 100:
+        found.add("dozens of other names")
+    elif others > 300:
+        found.add("more than 300 other names")
+    return found
+
+
+def _from_copy(value: bytes) -> str:
+    """A value of COPY text as PostgreSQL reads it (the fast path's only escape is a doubled backslash)."""
+    assert re.fullmatch(rb"(?:[^\\\t\n\r]|\\\\)*", value), value
+    return value.replace(b"\\\\", b"\\").decode()
+
+
+FEATURES = {*_RECORD_FEATURES, *_NAME_FEATURES, "0-3 other names", "dozens of other names", "more than 300 other names"}
+
+
 def test_both_layouts_take_the_fast_path_and_give_identical_records_and_rejects(tmp_path):
+    # 20,000 records hold every edge case of the generator (a record with more than 300 other names
+    # among them); the lxml path agrees with the fast path on every record of either layout.
     manifests = {
-        layout: generate(2000, 5, tmp_path / layout, files=1, bad_every=17, layout=layout)
+        layout: generate(20_000, 5, tmp_path / layout, files=1, bad_every=17, layout=layout)
         for layout in ("compact", "published")
     }
-    compact, compact_fast = _parse_all(tmp_path / "compact" / manifests["compact"]["sources"][0])
-    published, published_fast = _parse_all(tmp_path / "published" / manifests["published"]["sources"][0])
-    assert published == compact
-    valid = manifests["compact"]["valid"]
-    assert sum(isinstance(r, Record) for r in compact) == valid
-    # Every valid generated record is in the layout the fast path takes, in both layouts.
-    assert compact_fast == published_fast == valid
-    assert (tmp_path / "published" / manifests["published"]["sources"][0]).read_bytes().count(b"\n<ABR ") == 2000
+    results: dict[str, list] = {}
+    for layout, manifest in manifests.items():
+        found: set[str] = set()
+        results[layout], fast = [], 0
+        with (tmp_path / layout / manifest["sources"][0]).open("rb") as fh:
+            for index, raw in enumerate(parse.iter_raw_records(fh)):
+                result = parse_record(index, raw)
+                fields = parse.fast_fields(raw)
+                if isinstance(result, Record):
+                    assert fields is not None, raw  # every valid generated record takes the fast path
+                    assert parse._full(index, raw) == result
+                    assert _from_copy(fields[5]) == result.entity_name
+                    assert _from_copy(fields[14]) == result.other_names  # what COPY stores
+                    found |= _features(raw)
+                else:
+                    assert fields is None
+                fast += fields is not None
+                results[layout].append(result)
+        assert found == FEATURES, FEATURES - found
+        assert fast == manifest["valid"]
+    assert results["published"] == results["compact"]
+    assert sum(isinstance(r, Record) for r in results["compact"]) == manifests["compact"]["valid"]
+    assert max(len(json.loads(r.other_names)) for r in results["compact"] if isinstance(r, Record)) > 300
+    published = (tmp_path / "published" / manifests["published"]["sources"][0]).read_bytes()
+    assert published.count(b"\n<ABR ") == 20_000
+
+
+# The ABR's bulkextract.xsd, the publisher's schema for the ABN Bulk Extract, as redistributed with its
+# documentation (see tests/data/README.md).
+SCHEMA = Path(__file__).resolve().parents[1] / "data" / "bulkextract.xsd"
 
 
 @pytest.mark.parametrize("layout", ["compact", "published"])
 def test_generated_files_validate_against_the_publishers_schema(tmp_path, layout):
-    xsd = Path("/work/shared/reference/abn/bulkextract.xsd")
-    if not xsd.exists():
-        pytest.skip("the publisher's schema is not on this machine")
-    schema = etree.XMLSchema(etree.parse(str(xsd)))
-    manifest = generate(500, 3, tmp_path, files=1, layout=layout)
+    schema = etree.XMLSchema(etree.parse(str(SCHEMA)))
+    manifest = generate(5000, 3, tmp_path, files=1, layout=layout)
+    data = (tmp_path / manifest["sources"][0]).read_bytes()
+    assert b'<DGR status="ACT" DGRStatusFromDate="' in data and re.search(rb"<Postcode>[^<]{50}<", data)
     document = etree.parse(str(tmp_path / manifest["sources"][0]))
     assert schema.validate(document), schema.error_log
+
+
+def test_the_published_layout_is_the_default(tmp_path):
+    manifest = generate(10, 1, tmp_path, files=1)
+    data = (tmp_path / manifest["sources"][0]).read_bytes()
+    assert manifest["layout"] == "published"
+    assert data.startswith(b'<?xml version="1.0"?>' + b" " * 289 + b"\n" + (b" " * 50 + b"\n") * 3 + b"<Transfer ")
+    assert data.count(b"\n<ABR ") == 10 and data.endswith(b"</ABR>\n</Transfer>")
+
+
+def test_bad_records_go_beyond_the_limits_and_are_rejected_with_the_manifest_s_reasons(tmp_path):
+    manifest = generate(len(BAD_KINDS) * 40, 2, tmp_path, files=1, bad_every=3)
+    assert set(manifest["files"][0]["bad_reasons"]) == set(BAD_KINDS)
+    reasons: dict[str, int] = {}
+    with (tmp_path / manifest["sources"][0]).open("rb") as fh:
+        for result in iter_records(fh):
+            if isinstance(result, Reject):
+                kind = next(k for k in BAD_KINDS if result.reason.startswith(k))
+                reasons[kind] = reasons.get(kind, 0) + 1
+    assert reasons == manifest["files"][0]["bad_reasons"]

@@ -29,11 +29,19 @@ def extract(config: Config, records: int) -> tuple[Path, dict[str, Any]]:
     """The extract's folder and manifest, generated once per size, files, bad records and seed, as
     the publisher ships it: XML files in two ZIP archives. The manifest's "jobs" is the number of
     jobs the flow plans from it (files split in chunks of `chunk_mib`)."""
-    folder = config.data_dir / f"{records}-{config.files}-{config.bad_every}-{config.seed}-zip"
+    folder = config.data_dir / f"{records}-{config.files}-{config.bad_every}-{config.seed}-published-zip"
     manifest = folder / "manifest.json"
     if not manifest.exists():
         log.info(f"generating {records} records in {config.files} files into {folder}")
-        generate(records, config.seed, folder, files=config.files, bad_every=config.bad_every, use_zip=True)
+        generate(
+            records,
+            config.seed,
+            folder,
+            files=config.files,
+            bad_every=config.bad_every,
+            use_zip=True,
+            layout="published",
+        )
     loaded = json.loads(manifest.read_text())
     loaded["jobs"] = len(plan([str(folder / name) for name in loaded["sources"]], chunk_mib=config.chunk_mib))
     return folder, loaded

@@ -156,11 +156,13 @@ _FAST = re.compile(
     rb"(?:<ASICNumber\s+ASICNumberType=\"[^\"<&]*\"\s*>(\d{0,9})</ASICNumber>\s*)?"
     rb"(?:<GST\s+status=\"([A-Z]{1,3})\"\s+GSTStatusFromDate=\"(\d{8})\"\s*/>\s*)?",
 )
+# A DGR or OtherEntity element with its name; or, with no name, the main DGR as the publisher writes
+# it: `<DGR status="ACT" DGRStatusFromDate="20060301" />` (type and name then match empty).
 _OTHER_ELEMENT = (
-    rb"\s*<(DGR|OtherEntity)(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*>\s*"
-    rb"<NonIndividualName\s+type=\"([A-Z]{1,3})\"\s*>\s*<NonIndividualNameText>"
+    rb"\s*<(DGR|OtherEntity)(?:\s+status=\"[A-Z]{1,3}\")?(?:\s+DGRStatusFromDate=\"(\d{8})\")?\s*"
+    rb"(?:/>|>\s*<NonIndividualName\s+type=\"([A-Z]{1,3})\"\s*>\s*<NonIndividualNameText>"
     + _text1_re(200)
-    + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*</(?:DGR|OtherEntity)>\s*"
+    + rb"</NonIndividualNameText>\s*</NonIndividualName>\s*</(?:DGR|OtherEntity)>)\s*"
 )
 _OTHER = re.compile(_OTHER_ELEMENT)
 _OTHERS_ALL = re.compile(
@@ -212,8 +214,10 @@ def _unescape(text: str) -> str:
         if match.group(1):
             return _NAMED[match.group(1)]
         code = int(match.group(2)) if match.group(2) else int(match.group(3), 16)
-        if code < 0x20 or 0x7F <= code <= 0x9F or code > 0x10FFFF:
-            raise _NotXml(text)  # a control character (or not a character): the full path decides
+        if code < 0x20 or 0x7F <= code <= 0x9F or code > 0x10FFFF or code == 0x5C:
+            # a control character (or not a character), or a backslash (the fast path's values go to
+            # COPY unescaped): the full path decides
+            raise _NotXml(text)
         return chr(code)
 
     decoded = _ENTITY.sub(one, text)
@@ -256,9 +260,9 @@ NULL = b"\\N"  # PostgreSQL COPY's NULL: the fast path's tuples are ready for CO
 
 def fast_fields(raw: bytes) -> tuple | None:  # noqa: PLR0911  one exit per layout it declines
     """The regex path: the 17 data fields as bytes ready for COPY (NULL for a missing value, dates
-    as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON), or None when the record
-    is not in the usual layout or not valid (the full path then decides, and gives the reject
-    reason). Whitespace around the element (the line breaks between the published file's records) is
+    as validated YYYYMMDD, `replaced` as b"t"/b"f", other names as JSON with the backslashes of its
+    escapes doubled for COPY), or None when the record is not in the usual layout or not valid (the
+    full path then decides, and gives the reject reason). Whitespace around the element (the line breaks between the published file's records) is
     ignored; a record with a backslash, tab, line break or other control character inside it takes
     the full path, so no value here ever needs COPY escaping; the regex bounds every text by its
     field limit (LIMITS), so a value it takes is always within it."""
@@ -345,20 +349,25 @@ def _others(rest: bytes, plain: bool) -> tuple[bytes | None, bytes | None]:
     elements are not in the usual layout."""
     if _OTHERS_ALL.fullmatch(rest) is None:
         return None, None
-    items = _OTHER.findall(rest)  # (element, DGR date, name type, name)
+    items = _OTHER.findall(rest)  # (element, DGR date, name type, name); a nameless DGR: b"", b""
     dgr_from = None
-    for element, date, _kind, _name in items:
+    nameless = False
+    for element, date, kind, _name in items:
         if element == b"DGR":
             if dgr_from is None and date:
                 dgr_from = date
-        elif date:
-            return None, None  # a date on an OtherEntity: let the full path decide
+            nameless = nameless or not kind
+        elif date or not kind:
+            return None, None  # a date on an OtherEntity, or one without a name: the full path decides
+    if nameless:
+        items = [item for item in items if item[2]]  # a DGR without a name adds its date only
     if plain and not any(b'"' in n or b"\\" in n or _CONTROL.search(n) for _, _, _, n in items):
         return b"[" + b", ".join(
             b'{"type": "' + t + b'", "name": "' + n + b'"}' for _, _, t, n in items
         ) + b"]", dgr_from
     names = [(t.decode(), (n if plain else (_b(n) or b"")).decode()) for _, _, t, n in items]
-    return other_names_json(names).encode(), dgr_from
+    # JSON escapes (a quote in a name is `\"`) hold the only backslashes: doubled, the text is COPY text.
+    return other_names_json(names).replace("\\", "\\\\").encode(), dgr_from
 
 
 def _fast(index: int, raw: bytes) -> Record | None:
@@ -367,10 +376,13 @@ def _fast(index: int, raw: bytes) -> Record | None:
     if fields is None:
         return None
     values = [None if v == NULL else v.decode() for v in fields[:14]]
+    others = fields[14].decode()
+    if "\\" in others:
+        others = others.replace("\\\\", "\\")  # COPY text back to JSON (see _others)
     for i in (2, 11, 13):
         if values[i] is not None:
             values[i] = _VALID_DATES[fields[i]]
-    return _new_record(Record, (*values, fields[14].decode(), _VALID_DATES[fields[15]], fields[16] == b"t", index))
+    return _new_record(Record, (*values, others, _VALID_DATES[fields[15]], fields[16] == b"t", index))
 
 
 _new_record = tuple.__new__
