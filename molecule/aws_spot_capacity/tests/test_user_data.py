@@ -2,6 +2,7 @@
 
 import base64
 import re
+import stat
 import subprocess
 
 import pytest
@@ -53,6 +54,22 @@ def test_bootstrap_runs_ansible_pull_of_the_node_playbook(boot_script):
     assert "playbooks/node.yml" in boot_script
     result = subprocess.run(["bash", "-n"], input=boot_script, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_bootstrap_log_is_readable_by_root_only(boot_script, tmp_path):
+    """The script's first lines, run with the log moved into tmp_path: a new log and an old one
+    (created 0644 by an earlier boot) both end up 0600 before anything is written to them."""
+    head = boot_script.split("\necho ", 1)[0]
+    assert "/var/log/agency-os-bootstrap.log" in head
+    for earlier in (None, 0o644):
+        log = tmp_path / f"bootstrap-{earlier}.log"
+        if earlier is not None:
+            log.touch(mode=earlier)
+            log.chmod(earlier)
+        script = head.replace("/var/log/agency-os-bootstrap.log", str(log)) + "\necho written\n"
+        subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True)
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert log.read_text() == "written\n"
 
 
 def test_node_vars_make_an_aws_bulk_worker(node_vars, inventory):
