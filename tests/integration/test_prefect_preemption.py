@@ -18,6 +18,7 @@ from agency_os_spot.deploy import bulk_base_job_template, deployment_body
 from agency_os_spot.node.drain import drain
 from agency_os_spot.runtime.ledger import normalize_url
 from tests.support.prefect_harness import Prefect, prefect_server, start_worker, stop_worker
+from tests.support.services import redis_server
 
 POOL, QUEUE = "bulk-processing", "bulk"
 SOURCE = "fixture://abn?records=60000&files=1&seed=41&bad_every=500"
@@ -109,3 +110,61 @@ def test_a_run_on_a_node_without_its_settings_fails_before_any_work_and_is_not_r
         assert state["run_count"] == 1  # retries cannot help: the failure is final at once
         assert "jobs to ingest" not in prefect.logs(run)  # nothing was planned, let alone written
     assert not list(tmp_path.rglob("*.db"))
+
+
+def test_no_password_or_key_reaches_prefects_stored_state(prefect, postgres_admin_url, postgres_url, tmp_path):
+    """An ingestion with a helper, on nodes whose database, Redis and Prefect API key carry secrets:
+    every flow run's parameters, deployment, variable, work pool and log on the server is free of them."""
+    db_password, redis_password, api_key = "Pg-Secret-7731", "Redis-Secret-4410", "pnu_LeakCheck0123456789abcdef"
+    admin = sa.create_engine(normalize_url(postgres_admin_url), isolation_level="AUTOCOMMIT")
+    database = postgres_url.rsplit("/", 1)[1]
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE leakcheck LOGIN PASSWORD '{db_password}'")
+        conn.exec_driver_sql(f"ALTER DATABASE {database} OWNER TO leakcheck")
+    admin.dispose()
+    node_database = postgres_url.replace("postgresql://postgres@", f"postgresql://leakcheck:{db_password}@")
+    spec, helper = load_catalog().get("abn_bulk_ingestion"), load_catalog().get("bulk_worker")
+    deployment = prefect.create_deployment(deployment_body(spec, work_pool=POOL, work_queue=QUEUE), spec.name)
+    prefect.create_deployment(deployment_body(helper, work_pool=POOL, work_queue=QUEUE), helper.name)
+    source = "fixture://abn?records=20000&files=4&seed=43&bad_every=500"
+    with redis_server(password=redis_password) as redis_url:
+        node = {"AGENCY_OS_DATABASE_URL": node_database, "AGENCY_OS_REDIS_URL": redis_url, "PREFECT_API_KEY": api_key}
+        run = prefect.run(deployment, {"sources": [source], "helpers": 1, "checkpoint_every": 1000})
+        workers = [start_worker(prefect, POOL, QUEUE, f"leak-{n}", tmp_path / f"leak-{n}.log", **node) for n in (1, 2)]
+        try:
+            prefect.wait_for(run, {"Completed"}, timeout=300)
+            deadline = time.monotonic() + 120
+            while any(
+                r["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in _helpers(prefect, run)
+            ):
+                assert time.monotonic() < deadline, _helpers(prefect, run)
+                time.sleep(1)
+        finally:
+            for worker in workers:
+                stop_worker(worker)
+    assert _helpers(prefect, run), "the run started a helper"
+    stored = {
+        path: prefect.http.post(path, json=body).raise_for_status().text
+        for path, body in (
+            ("/flow_runs/filter", {"limit": 200}),
+            ("/deployments/filter", {"limit": 200}),
+            ("/variables/filter", {"limit": 200}),
+            ("/work_pools/filter", {"limit": 200}),
+            ("/logs/filter", {"limit": 200}),
+            ("/block_documents/filter", {"include_secrets": True}),
+        )
+    }
+    logs, offset = [], 0
+    while page := prefect.http.post("/logs/filter", json={"limit": 200, "offset": offset}).raise_for_status().json():
+        logs += [entry["message"] for entry in page]
+        offset += len(page)
+    stored["logs"] = "\n".join(logs)
+    assert "jobs to ingest" in stored["logs"]  # the scan read the runs' logs
+    for secret in (db_password, redis_password, api_key):
+        leaked = [path for path, text in stored.items() if secret in text]
+        assert not leaked, f"{secret} found in {leaked}"
+
+
+def _helpers(prefect: Prefect, parent: str) -> list[dict]:
+    tags = {"all_": [f"helper-of:{parent}"]}
+    return prefect.http.post("/flow_runs/filter", json={"flow_runs": {"tags": tags}}).raise_for_status().json()

@@ -132,20 +132,21 @@ def ledger_progress(database_url: str, over: str = "sum") -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway Redis server without persistence; yields its URL."""
+def redis_server(password: str = "") -> Iterator[str]:
+    """A throwaway Redis server without persistence (with `password`: requirepass); yields its URL."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
         raise RuntimeError("redis-server not found: run 'make setup' (installs the redis-server package)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + (["--requirepass", password] if password else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
