@@ -14,6 +14,7 @@ from tools.drill.config import FAULT_SPAN, MIN_RECORDS, RECORDS_PER_FAULT, Confi
 from tools.drill.drill import parser
 from tools.drill.faults import due, plan
 from tools.drill.observer import Counts, Preemption
+from tools.drill.timeline import Timeline
 
 URLS = {"api_url": "http://api", "database_url": "postgresql://db/drill", "redis_url": "redis://r"}
 
@@ -175,3 +176,16 @@ def test_the_drill_runs_where_the_catalog_places_its_flow():
     bulk = load_catalog().tiers["bulk"]
     spec = placement()
     assert (spec.work_pool, spec.work_queue) == (bulk.work_pool, bulk.work_queue)
+
+
+def test_the_timeline_joins_samples_into_spans_and_draws_a_png(tmp_path):
+    tl = Timeline(started=100.0)
+    for t in range(100, 160, 2):  # node a alive throughout; b gone between 120 and 140 (replaced)
+        tl.sample(committed=(t - 100) * 1000, nodes=["a"] + (["b"] if not 120 < t < 140 else []), now=float(t))
+    assert tl.spans("a") == [(0.0, 58.0)]
+    assert tl.spans("b") == [(0.0, 20.0), (40.0, 58.0)]
+    hard = Preemption("b", "hard", 120.5, {"j": 10}, {"j": 131.0})
+    notice = Preemption("a", "notice", 150.0, {}, {})
+    path = tl.render(tmp_path / "drill.png", [hard, notice], [(110.0, "redis_restart")], "seed 7")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000

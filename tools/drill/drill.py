@@ -49,6 +49,7 @@ from tools.drill.cluster import Cluster
 from tools.drill.config import Config, placement
 from tools.drill.faults import Faults
 from tools.drill.observer import Observer
+from tools.drill.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ def run(config: Config) -> dict[str, Any]:
             f" ({len(sources)} archives, {manifest['jobs']} jobs)"
         )
         started = time.monotonic()
+        timeline = Timeline(started=started)
         threads = (
+            (_sample, (timeline, observer, cluster, stop)),
             (cluster.keep_capacity, (stop,)),
             (observer.watch, (faults.note_recoveries, stop)),
             (observer.report_progress, (manifest, stop)),
@@ -96,6 +99,7 @@ def run(config: Config) -> dict[str, Any]:
         stop.set()
         counts = observer.counts(manifest, parent)
     with faults.lock:
+        _draw(timeline, config, faults)
         return report.build(
             manifest,
             counts,
@@ -106,6 +110,23 @@ def run(config: Config) -> dict[str, Any]:
             seed=config.seed,
             seconds=time.monotonic() - started,
         )
+
+
+def _sample(timeline: Timeline, observer: Observer, cluster: Cluster, stop: threading.Event) -> None:
+    """Records committed and nodes alive, every 2 s, for the picture."""
+    while not stop.wait(2.0):
+        with contextlib.suppress(Exception):  # a picture, not a check: a sample may be missed
+            timeline.sample(observer.committed(), [node.name for node in cluster.nodes()])
+
+
+def _draw(timeline: Timeline, config: Config, faults: Faults) -> None:
+    path = config.result.with_suffix(".png")
+    try:
+        timeline.render(path, faults.preemptions, faults.service_times, f"failover drill, seed {config.seed}")
+    except Exception as exc:  # the drill's verdict does not depend on its picture
+        log.warning(f"no timeline picture: {type(exc).__name__}: {exc}")
+        return
+    log.info(f"timeline: {path}")
 
 
 # The command line: option -> (Config field, type, help). No option has a default of its own: one

@@ -57,6 +57,7 @@ class Faults:
         self.plan = plan(config, rng)
         self.preemptions: list[Preemption] = []
         self.service_faults: list[str] = []  # postgres_restart / redis_restart, as made
+        self.service_times: list[tuple[float, str]] = []  # (when, which) of each
         self.busy: set[str] = set()  # nodes in the middle of a notice or a freeze
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -82,8 +83,10 @@ class Faults:
             if fault in (POSTGRES_RESTART, REDIS_RESTART):
                 log.info(f"fault {k + 1}: {fault}")
                 restart = self.cluster.restart_postgres if fault == POSTGRES_RESTART else self.cluster.restart_redis
+                at = time.monotonic()
                 if restart():
                     self.service_faults.append(fault)
+                    self.service_times.append((at, fault))
                 continue
             nodes = self.cluster.nodes()
             online = self.observer.online_workers()
