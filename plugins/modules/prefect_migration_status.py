@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # Agency OS: the spot migration's status per catalog flow, read from the Prefect REST API, and the
 # gate before Railway's bulk compute goes. A thin wrapper around src/agency_os_spot/reporting/migration/ (one
-# source of truth for the definitions, also a command line). Read-only.
+# source of truth for the definitions, also a command line). Reads Prefect only; writes nothing but its chart.
 
 DOCUMENTATION = r"""
 ---
@@ -18,8 +18,9 @@ description:
     C(webhook_handlers/<x>).
   - With O(decommission_days), also evaluates the gate before Railway's bulk compute is
     decommissioned and returns what blocks it, or the checklist of what to scale down.
-  - Never changes anything; runs the same in check mode. Runs on the controller with the Python
-    that has this repository installed (C(make setup)).
+  - Changes nothing on the Prefect server. With O(chart_dest), writes the chart
+    C(migration_status.png) there when its content changed (not in check mode). Runs on the
+    controller with the Python that has this repository installed (C(make setup)).
 author:
   - Agency OS
 options:
@@ -35,6 +36,11 @@ options:
     default: 0
   catalog_file:
     description: Another flow catalog to read (default the packaged C(src/agency_os_spot/catalog.yml)).
+    type: path
+  chart_dest:
+    description:
+      - Folder for C(migration_status.png) - per flow, its completed runs' durations against its
+        tolerance window, and the preemptions per day of the bulk flows. Empty writes no chart.
     type: path
 attributes:
   check_mode:
@@ -82,6 +88,10 @@ missed_windows:
   returned: success
   type: list
   elements: dict
+chart:
+  description: Path of the chart, when O(chart_dest) is set.
+  returned: when chart_dest is set
+  type: str
 decommission:
   description: The gate (ready, blockers, evidence, not_deployed, checklist), when O(decommission_days) is set.
   returned: when decommission_days is set
@@ -98,6 +108,7 @@ def main():
             days={"type": "float", "default": 7},
             decommission_days={"type": "float", "default": 0},
             catalog_file={"type": "path"},
+            chart_dest={"type": "path"},
         ),
         supports_check_mode=True,
     )
@@ -132,13 +143,23 @@ def main():
     except migration.PrefectAPIError as exc:
         module.fail_json(msg=str(exc))
     data = report.as_dict()
+    changed = []
+    if params["chart_dest"]:
+        from pathlib import Path  # noqa: PLC0415
+
+        from agency_os_spot.reporting.files import write_files  # noqa: PLC0415
+
+        chart = {"migration_status.png": migration.render_chart(report)}
+        changed = write_files(chart, Path(params["chart_dest"]), check=module.check_mode)
     result = {
-        "changed": False,
+        "changed": bool(changed),
         "report": data,
         "table": migration.render_table(report),
         "markdown": migration.render_markdown(report),
         "missed_windows": data["missed_windows"],
     }
+    if params["chart_dest"]:
+        result["chart"] = str(Path(params["chart_dest"]) / "migration_status.png")
     if gate is not None:
         result["decommission"] = gate
     module.exit_json(**result)

@@ -145,6 +145,9 @@ def test_status_table_and_json_and_failure_on_missed_windows(seeded: dict[str, A
     assert (abn["rescheduled"], abn["crashed"], abn["failure_retries"]) == (2, 1, 0)
     assert abn["p95_seconds"] == 5 * 3600  # durations 3 h, 5 h, 2 h as seeded (scheduled start to end)
     assert abn["max_seconds"] == 5 * 3600
+    assert abn["completed_seconds"] == [2 * 3600, 3 * 3600, 5 * 3600]
+    assert sum(abn["preemptions_by_day"].values()) >= 2  # each rescheduled run was put back at least once
+    assert (tmp_path / "migration_status.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert abn["window_held"] is True
 
     gmb = flows["gmb_batch_scraping"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 import json
 import textwrap
-from pathlib import Path
 
 from agency_os_spot.reporting.cost.report import CostReport
+from agency_os_spot.reporting.files import write_files
 
 
 def _money(report: CostReport, usd: float) -> str:
@@ -116,17 +116,4 @@ def render_files(report: CostReport) -> dict[str, bytes]:
     }
 
 
-def write_files(files: dict[str, bytes], dest: Path, check: bool = False) -> list[str]:
-    """Write the files whose content differs; return their paths (what would change in check mode)."""
-    changed = []
-    for name, content in files.items():
-        path = dest / name
-        if path.exists() and path.read_bytes() == content:
-            continue
-        changed.append(str(path))
-        if not check:
-            dest.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(content)
-            tmp.replace(path)
-    return changed
+__all__ = ["render_chart", "render_files", "render_markdown", "write_files"]

@@ -15,7 +15,7 @@ status as Markdown, `times` formats times and durations, and `cli` is the comman
 from agency_os_spot.reporting.migration.cli import main
 from agency_os_spot.reporting.migration.gate import decommission_gate
 from agency_os_spot.reporting.migration.inputs import PrefectAPI, PrefectAPIError
-from agency_os_spot.reporting.migration.render import render_markdown, render_table
+from agency_os_spot.reporting.migration.render import render_chart, render_markdown, render_table
 from agency_os_spot.reporting.migration.status import (
     FINAL_TYPES,
     UNFINISHED_TYPES,
@@ -44,6 +44,7 @@ __all__ = [
     "format_duration",
     "main",
     "p95",
+    "render_chart",
     "render_markdown",
     "render_table",
 ]

@@ -65,6 +65,7 @@ class RunFacts:
     reschedules: int = 0
     failure_retries: int = 0
     crashed: bool = False
+    rescheduled_at: list[dt.datetime] = field(default_factory=list)  # when each preemption put it back
 
     @property
     def due(self) -> dt.datetime | None:
@@ -94,6 +95,7 @@ class RunFacts:
             if kind == "SCHEDULED" and previous is not None:
                 if previous == "CRASHED" or (previous == "RUNNING" and not state.message):
                     self.reschedules += 1
+                    self.rescheduled_at.append(state.timestamp)
                 elif previous == "RUNNING":
                     self.failure_retries += 1
             if kind == "CRASHED":
@@ -124,6 +126,7 @@ class FlowStatus:
     failure_retries: int = 0
     crashed: int = 0
     completed_durations: list[float] = field(default_factory=list)
+    preemptions_by_day: dict[str, int] = field(default_factory=dict)  # UTC date -> runs put back that day
     overdue: list[str] = field(default_factory=list)
     window_held: bool | None = None
     missed: list[str] = field(default_factory=list)
@@ -153,6 +156,8 @@ class FlowStatus:
             "failure_retries": self.failure_retries,
             "crashed": self.crashed,
             "completed": len(self.completed_durations),
+            "completed_seconds": sorted(self.completed_durations),
+            "preemptions_by_day": dict(sorted(self.preemptions_by_day.items())),
             "p95_seconds": self.p95_seconds,
             "max_seconds": max(self.completed_durations) if self.completed_durations else None,
             "overdue_runs": self.overdue,
@@ -272,6 +277,9 @@ def collect_status(api: PrefectAPI, catalog: Catalog, days: float = 7, now: dt.d
         status.crashed += 1 if facts.crashed else 0
         if facts.duration is not None:
             status.completed_durations.append(facts.duration)
+        for at in facts.rescheduled_at:
+            day = at.astimezone(dt.UTC).date().isoformat()
+            status.preemptions_by_day[day] = status.preemptions_by_day.get(day, 0) + 1
         if (
             facts.state_type not in FINAL_TYPES
             and status.tolerance_hours is not None
