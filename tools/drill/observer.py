@@ -113,30 +113,34 @@ class Observer:
             if r["status"] == "running" and (r["owner"] or "").startswith(node + ":")
         }
 
-    def committed(self) -> int:
-        """Records committed over every job: each job's own count (a job's progress is the index in
-        its file of its next record, which for a byte range of a file does not start at 0)."""
+    def committed(self, rows: list[dict[str, Any]] | None = None) -> int:
+        """Records committed over every job (of `rows`, else of the ledger now): each job's own count
+        (a job's progress is the index in its file of its next record, which for a byte range of a
+        file does not start at 0)."""
         total = 0
-        for r in self.ledger():
+        for r in self.ledger() if rows is None else rows:
             counts = r["result"] if r["status"] == "complete" else r["state"]
             counts = json.loads(counts) if isinstance(counts, str) else counts
             total += int((counts or {}).get("records", 0))
         return total
 
+    def complete(self, rows: list[dict[str, Any]] | None = None) -> int:
+        """Jobs complete (of `rows`, else of the ledger now)."""
+        return sum(r["status"] == "complete" for r in (self.ledger() if rows is None else rows))
+
     def all_done(self, manifest: dict) -> bool:
-        done = [r for r in self.ledger() if r["status"] == "complete"]
-        return len(done) >= manifest["jobs"]
+        return self.complete() >= manifest["jobs"]
 
     def report_progress(self, manifest: dict, stop: threading.Event) -> None:
         """Log the records committed, the jobs complete and the workers online every progress_every_s."""
         while not stop.wait(self.c.progress_every_s):
-            complete = sum(r["status"] == "complete" for r in self.ledger())
+            rows = self.ledger()
             online = "?"
             with contextlib.suppress(Exception):  # a report, not a check: the API may be restarting
                 online = str(len(self.online_workers()))
             log.info(
-                f"progress: {self.committed():,} of {manifest['records']:,} records committed, "
-                f"{complete} of {manifest['jobs']} jobs complete, {online} workers online"
+                f"progress: {self.committed(rows):,} of {manifest['records']:,} records committed, "
+                f"{self.complete(rows)} of {manifest['jobs']} jobs complete, {online} workers online"
             )
 
     def watch(self, notify: Callable[[Rows, float], None], stop: threading.Event) -> None:
