@@ -98,6 +98,8 @@ decommission:
   type: dict
 """
 
+from pathlib import Path
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.prefect_api import module_connection, prefect_argument_spec
 
@@ -115,6 +117,7 @@ def main():
     try:
         from agency_os_spot.catalog import CatalogError, load_catalog  # noqa: PLC0415  (the controller's venv)
         from agency_os_spot.reporting import migration  # noqa: PLC0415
+        from agency_os_spot.reporting.files import write_files  # noqa: PLC0415
     except ImportError as exc:
         module.fail_json(
             msg=f"cannot import this repository's flows package ({exc}): run the playbook with the "
@@ -143,23 +146,18 @@ def main():
     except migration.PrefectAPIError as exc:
         module.fail_json(msg=str(exc))
     data = report.as_dict()
-    changed = []
-    if params["chart_dest"]:
-        from pathlib import Path  # noqa: PLC0415
-
-        from agency_os_spot.reporting.files import write_files  # noqa: PLC0415
-
-        chart = {"migration_status.png": migration.render_chart(report)}
-        changed = write_files(chart, Path(params["chart_dest"]), check=module.check_mode)
     result = {
-        "changed": bool(changed),
+        "changed": False,
         "report": data,
         "table": migration.render_table(report),
         "markdown": migration.render_markdown(report),
         "missed_windows": data["missed_windows"],
     }
     if params["chart_dest"]:
-        result["chart"] = str(Path(params["chart_dest"]) / "migration_status.png")
+        dest = Path(params["chart_dest"])
+        chart = {"migration_status.png": migration.render_chart(report)}
+        result["changed"] = bool(write_files(chart, dest, check=module.check_mode))
+        result["chart"] = str(dest / "migration_status.png")
     if gate is not None:
         result["decommission"] = gate
     module.exit_json(**result)

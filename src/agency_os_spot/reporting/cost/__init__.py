@@ -21,8 +21,9 @@ Markdown, JSON and a PNG chart, and `cli` is the command line:
 from agency_os_spot.reporting.cost.cli import main
 from agency_os_spot.reporting.cost.inputs import INVENTORY_PRICING, SHARED_SETTINGS, Price, PricingError
 from agency_os_spot.reporting.cost.providers import Line
-from agency_os_spot.reporting.cost.render import render_chart, render_files, render_markdown, write_files
+from agency_os_spot.reporting.cost.render import render_chart, render_files, render_markdown
 from agency_os_spot.reporting.cost.report import PROVIDERS, SPOT_BASES, CostReport, compute_report
+from agency_os_spot.reporting.files import write_files
 
 __all__ = [
     "INVENTORY_PRICING",

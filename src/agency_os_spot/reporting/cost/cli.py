@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from agency_os_spot.reporting.cost.inputs import PricingError
-from agency_os_spot.reporting.cost.render import render_files, render_markdown, write_files
+from agency_os_spot.reporting.cost.render import render_files, render_markdown
 from agency_os_spot.reporting.cost.report import compute_report
+from agency_os_spot.reporting.files import write_files
 
 DESCRIPTION = (
     "Monthly cost of the spot migration, computed (Current / Proposed / Savings per component, docs/migration-plan.md)."

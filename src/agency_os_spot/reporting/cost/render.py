@@ -8,7 +8,6 @@ import json
 import textwrap
 
 from agency_os_spot.reporting.cost.report import CostReport
-from agency_os_spot.reporting.files import write_files
 
 
 def _money(report: CostReport, usd: float) -> str:
@@ -114,6 +113,3 @@ def render_files(report: CostReport) -> dict[str, bytes]:
         f"{stem}.json": (json.dumps(report.as_dict(), indent=2) + "\n").encode(),
         f"{stem}.png": render_chart(report),
     }
-
-
-__all__ = ["render_chart", "render_files", "render_markdown", "write_files"]
