@@ -193,7 +193,7 @@ def run_cli(argv: list[str] | None = None) -> int:
                 timings=timings,
             )
             state = "already complete" if result.get("skipped") else f"{processed - before} records committed"
-            part = "" if job.whole_file else f" bytes {job.byte_start}-{'' if job.byte_end is None else job.byte_end}"
+            part = "" if job.whole_file else f" bytes {job.byte_range}"
             print(
                 f"job {number}/{len(jobs)} {job.name}{part}: {state} ({processed} so far)", file=sys.stderr, flush=True
             )

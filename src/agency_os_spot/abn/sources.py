@@ -71,6 +71,11 @@ class FileJob:
     def whole_file(self) -> bool:
         return self.byte_start == 0 and self.byte_end is None
 
+    @property
+    def byte_range(self) -> str:
+        """`start-end` (`start-` for the file's last range)."""
+        return f"{self.byte_start}-{'' if self.byte_end is None else self.byte_end}"
+
     def to_job(self) -> dict[str, Any]:
         return {"type": JOB_TYPE, **asdict(self)}
 
@@ -278,10 +283,8 @@ def _split(job: FileJob, size: int | None, chunk_bytes: int) -> list[FileJob]:
     ranges = _ranges(size, chunk_bytes)
     if len(ranges) == 1:
         return [job]
-    return [
-        replace(job, id=f"{job.id}:bytes:{start}-{'' if end is None else end}", byte_start=start, byte_end=end)
-        for start, end in ranges
-    ]
+    parts = [replace(job, byte_start=start, byte_end=end) for start, end in ranges]
+    return [replace(part, id=f"{job.id}:bytes:{part.byte_range}") for part in parts]
 
 
 def _zip_members(path: Path, label: str) -> list[tuple[str, int]]:
