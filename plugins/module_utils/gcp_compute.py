@@ -24,7 +24,6 @@ try:
     import google.auth
     from google.auth import exceptions as google_auth_exceptions
     from google.auth.transport.requests import AuthorizedSession
-    from google.oauth2 import service_account
 
     HAS_GOOGLE_AUTH = True
     GOOGLE_AUTH_IMPORT_ERROR = None
@@ -131,13 +130,8 @@ def load_credentials(path, scopes=DEFAULT_SCOPES):
     info = read_credentials_file(path)
     kind = info["type"]
     try:
-        if kind == "service_account":
-            credentials = service_account.Credentials.from_service_account_info(info, scopes=list(scopes))
-        else:
-            credentials, _ = google.auth.load_credentials_from_file(
-                str(Path(str(path)).expanduser()), scopes=list(scopes)
-            )
-            credentials = _with_file_token_uri(credentials, info)
+        credentials, _ = google.auth.load_credentials_from_dict(info, scopes=list(scopes))
+        credentials = _with_file_token_uri(credentials, info)
     except (ValueError, google_auth_exceptions.GoogleAuthError) as exc:
         what = "The private key in service account key file" if kind == "service_account" else "Credentials file"
         raise GcpCredentialsError(f"{what} {path} cannot be used ({exc}). {HOW_TO_FIX}") from exc
